@@ -7,7 +7,7 @@ the way compilers do, so a mistake is found without reading a traceback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class Source:
     """The text a span points into (a program file, or a ``--set`` argument)."""
 
     name: str
-    text: str
+    text: str = field(repr=False)
 
     def line(self, number: int) -> str:
         lines = self.text.splitlines()

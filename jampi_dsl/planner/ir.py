@@ -1,0 +1,334 @@
+"""The typed IR: frozen nodes that check their shapes when built.
+
+Nodes hash by identity (two equal-looking products are two nodes until CSE
+merges them), which keeps hashing O(1) on deep DAGs; :meth:`Node.key` gives the
+structural key CSE compares. Children are held directly, so a program is a DAG
+of immutable objects; :mod:`.graph` turns it into a networkx graph.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
+
+from ..errors import ShapeError, Span
+
+_ids = itertools.count()
+
+FLOAT_DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class Type:
+    kind: str  # "matrix" | "scalar" | "output"
+    shape: tuple[int, int] | None = None
+    dtype: str = "float64"
+
+    @property
+    def is_matrix(self) -> bool:
+        return self.kind == "matrix"
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.kind == "scalar"
+
+    @property
+    def nbytes(self) -> int:
+        if not self.is_matrix:
+            return 8
+        itemsize = 4 if self.dtype == "float32" else 8
+        return self.shape[0] * self.shape[1] * itemsize
+
+    def __str__(self) -> str:
+        if self.is_matrix:
+            return f"{self.shape[0]}x{self.shape[1]} {self.dtype}"
+        return self.kind
+
+
+SCALAR = Type("scalar")
+OUTPUT = Type("output")
+
+
+def _join_dtype(*types: Type) -> str:
+    """float32 only when every matrix operand is float32 (scalars never widen, as in NumPy)."""
+    mats = [t for t in types if t.is_matrix]
+    return "float32" if mats and all(t.dtype == "float32" for t in mats) else "float64"
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """Base IR node. Subclasses list child nodes in ``CHILDREN``; all other fields are attributes."""
+
+    CHILDREN: ClassVar[tuple[str, ...]] = ()
+    span: Span | None = field(default=None, kw_only=True, repr=False)
+    type: Type = field(init=False, repr=False)
+    uid: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uid", next(_ids))
+        object.__setattr__(self, "type", self.infer())
+
+    def infer(self) -> Type:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    @property
+    def children(self) -> tuple[Node, ...]:
+        return tuple(getattr(self, name) for name in self.CHILDREN)
+
+    def attrs(self) -> dict[str, Any]:
+        skip = {"span", "type", "uid", *self.CHILDREN}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+    def key(self) -> tuple:
+        """Structural identity: class, attributes and the identities of the children."""
+        return (type(self).__name__, tuple(sorted(self.attrs().items())), tuple(c.uid for c in self.children))
+
+    def with_children(self, children: tuple[Node, ...]) -> Node:
+        if all(a is b for a, b in zip(children, self.children, strict=True)):
+            return self
+        return replace(self, **dict(zip(self.CHILDREN, children, strict=True)))
+
+    def evolve(self, **changes: Any) -> Node:
+        return replace(self, **changes)
+
+    @property
+    def op(self) -> str:
+        return type(self).__name__.lower()
+
+    def _fail(self, message: str) -> None:
+        raise ShapeError(message, self.span)
+
+
+# ---------------------------------------------------------------- leaves
+
+
+@dataclass(frozen=True, eq=False)
+class Const(Node):
+    value: float
+
+    def infer(self) -> Type:
+        return SCALAR
+
+
+@dataclass(frozen=True, eq=False)
+class Generate(Node):
+    """random/randn/zeros/ones/eye: defined blockwise (executors.blockgen) so any executor can make it."""
+
+    kind: str  # uniform | normal | zeros | ones | eye
+    shape: tuple[int, int]
+    dtype: str = "float64"
+    seed: int = 0
+
+    def infer(self) -> Type:
+        if min(self.shape) < 1:
+            self._fail(f"matrix dimensions must be positive, got {self.shape[0]}x{self.shape[1]}")
+        return Type("matrix", self.shape, self.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class Load(Node):
+    path: str  # absolute
+    format: str
+    shape: tuple[int, int]
+    dtype: str  # dtype after any requested cast
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def infer(self) -> Type:
+        return Type("matrix", self.shape, self.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class Literal(Node):
+    """A NumPy array handed in through the Python API (held by reference, never copied)."""
+
+    array: Any = field(compare=False)
+
+    def infer(self) -> Type:
+        return Type("matrix", tuple(self.array.shape), str(self.array.dtype))
+
+    def attrs(self) -> dict[str, Any]:
+        return {"array_id": id(self.array), "shape": tuple(self.array.shape), "dtype": str(self.array.dtype)}
+
+
+# ---------------------------------------------------------------- operators
+
+
+@dataclass(frozen=True, eq=False)
+class Transpose(Node):
+    CHILDREN: ClassVar = ("x",)
+    x: Node
+
+    def infer(self) -> Type:
+        t = self.x.type
+        if not t.is_matrix:
+            self._fail("transpose needs a matrix")
+        return Type("matrix", (t.shape[1], t.shape[0]), t.dtype)
+
+
+def _product_shape(node: Node, a: Type, b: Type, trans_a: bool, trans_b: bool) -> tuple[int, int]:
+    if not (a.is_matrix and b.is_matrix):
+        node._fail("@ needs two matrices; use * to scale by a scalar")
+    m, k1 = reversed(a.shape) if trans_a else a.shape
+    k2, n = reversed(b.shape) if trans_b else b.shape
+    if k1 != k2:
+        left = f"{m}x{k1}" + (" (transposed)" if trans_a else "")
+        right = f"{k2}x{n}" + (" (transposed)" if trans_b else "")
+        node._fail(f"matrix product needs left columns == right rows: {left} @ {right}")
+    return (m, n)
+
+
+@dataclass(frozen=True, eq=False)
+class MatMul(Node):
+    """a @ b, with transposes of the operands folded into flags rather than materialised."""
+
+    CHILDREN: ClassVar = ("a", "b")
+    a: Node
+    b: Node
+    trans_a: bool = False
+    trans_b: bool = False
+
+    def infer(self) -> Type:
+        shape = _product_shape(self, self.a.type, self.b.type, self.trans_a, self.trans_b)
+        return Type("matrix", shape, _join_dtype(self.a.type, self.b.type))
+
+    @property
+    def inner(self) -> int:
+        return self.a.type.shape[0 if self.trans_a else 1]
+
+
+@dataclass(frozen=True, eq=False)
+class Gemm(Node):
+    """alpha * (a @ b) + beta * c in one pass (BLAS GEMM semantics)."""
+
+    CHILDREN: ClassVar = ("a", "b", "c")
+    a: Node
+    b: Node
+    c: Node
+    alpha: float = 1.0
+    beta: float = 1.0
+    trans_a: bool = False
+    trans_b: bool = False
+
+    def infer(self) -> Type:
+        shape = _product_shape(self, self.a.type, self.b.type, self.trans_a, self.trans_b)
+        if not self.c.type.is_matrix or self.c.type.shape != shape:
+            self._fail(f"GEMM addend must be {shape[0]}x{shape[1]}, got {self.c.type}")
+        return Type("matrix", shape, _join_dtype(self.a.type, self.b.type, self.c.type))
+
+    @property
+    def inner(self) -> int:
+        return self.a.type.shape[0 if self.trans_a else 1]
+
+
+BINARY_OPS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}
+
+
+@dataclass(frozen=True, eq=False)
+class Binary(Node):
+    """Elementwise + - * /; a scalar on either side broadcasts, nothing else does."""
+
+    CHILDREN: ClassVar = ("a", "b")
+    operator: str
+    a: Node
+    b: Node
+
+    def infer(self) -> Type:
+        a, b = self.a.type, self.b.type
+        if self.operator not in BINARY_OPS:
+            self._fail(f"unknown operator {self.operator!r}")
+        if not (a.kind in ("matrix", "scalar") and b.kind in ("matrix", "scalar")):
+            self._fail(f"operator {self.operator} needs matrices or scalars")
+        if a.is_matrix and b.is_matrix:
+            if a.shape != b.shape:
+                self._fail(
+                    f"elementwise {self.operator} needs equal shapes: "
+                    f"{a.shape[0]}x{a.shape[1]} {self.operator} {b.shape[0]}x{b.shape[1]}"
+                )
+            return Type("matrix", a.shape, _join_dtype(a, b))
+        if a.is_matrix or b.is_matrix:
+            m = a if a.is_matrix else b
+            return Type("matrix", m.shape, m.dtype)
+        return SCALAR
+
+
+UNARY_OPS = ("neg", "abs", "sqrt", "exp", "log")
+
+
+@dataclass(frozen=True, eq=False)
+class Unary(Node):
+    CHILDREN: ClassVar = ("x",)
+    operator: str
+    x: Node
+
+    def infer(self) -> Type:
+        if self.operator not in UNARY_OPS:
+            self._fail(f"unknown function {self.operator!r}")
+        if self.x.type.kind not in ("matrix", "scalar"):
+            self._fail(f"{self.operator} needs a matrix or a scalar")
+        return self.x.type
+
+
+REDUCE_OPS = ("sum", "trace", "norm")
+
+
+@dataclass(frozen=True, eq=False)
+class Reduce(Node):
+    CHILDREN: ClassVar = ("x",)
+    operator: str
+    x: Node
+
+    def infer(self) -> Type:
+        t = self.x.type
+        if self.operator not in REDUCE_OPS:
+            self._fail(f"unknown reduction {self.operator!r}")
+        if not t.is_matrix:
+            self._fail(f"{self.operator}() needs a matrix, got a scalar")
+        if self.operator == "trace" and t.shape[0] != t.shape[1]:
+            self._fail(f"trace() needs a square matrix, got {t.shape[0]}x{t.shape[1]}")
+        return SCALAR
+
+
+# ---------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True, eq=False)
+class Save(Node):
+    CHILDREN: ClassVar = ("x",)
+    x: Node
+    path: str  # absolute
+    format: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def infer(self) -> Type:
+        if not self.x.type.is_matrix:
+            self._fail("save() needs a matrix; use print() for a scalar")
+        return OUTPUT
+
+
+@dataclass(frozen=True, eq=False)
+class Print(Node):
+    CHILDREN: ClassVar = ("x",)
+    x: Node
+    label: str
+
+    def infer(self) -> Type:
+        if self.x.type.kind not in ("matrix", "scalar"):
+            self._fail("print() needs a matrix or a scalar")
+        return OUTPUT
+
+
+@dataclass(frozen=True, eq=False)
+class Result(Node):
+    """An output the Python API asks for: the value is handed back instead of saved or printed."""
+
+    CHILDREN: ClassVar = ("x",)
+    x: Node
+    label: str = "result"
+
+    def infer(self) -> Type:
+        return OUTPUT
+
+
+OUTPUT_NODES = (Save, Print, Result)
+PRODUCT_NODES = (MatMul, Gemm)
