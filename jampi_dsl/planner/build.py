@@ -202,6 +202,8 @@ class Builder:
     def _e_Var(self, node: ast.Var):
         if node.name in self.env:
             value = self.env[node.name]
+            if isinstance(value, ir.Const) and node.name in self.params:
+                return ir.Const(value.value, span=node.span)  # errors about a parameter point at its use
             if isinstance(value, ir.Node):
                 return value
             # Re-anchor literals so errors point at this use, not the declaration.

@@ -35,6 +35,10 @@ class Program:
         """Every node in the program, children before parents (a stable order)."""
         return postorder(self.roots())
 
+    def live_nodes(self) -> list[Node]:
+        """The nodes some output depends on: what actually runs."""
+        return postorder(self.outputs)
+
     def graph(self) -> nx.DiGraph:
         return to_graph(self.roots())
 

@@ -1,0 +1,290 @@
+"""The embedded Python API, and the compile pipeline the CLI shares with it.
+
+Matrices are lazy: operators build IR nodes (checking shapes at once, so a
+mistake raises where it is written) and nothing runs until ``to_numpy``,
+``save`` or ``value`` asks for a result.
+"""
+
+from __future__ import annotations
+
+import os
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ResolveError
+from .executors.base import RunContext
+from .executors.runner import RunResult, execute
+from .grammar.parser import parse, parse_file
+from .planner import explain as explain_mod
+from .planner import ir
+from .planner.build import ParamValue, build
+from .planner.cost import Resources
+from .planner.graph import Program
+from .planner.inputs import inspect_input
+from .planner.passes import optimize
+from .planner.physical import PhysicalPlan, lower
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def plan_program(program: Program, resources: Resources | None = None, executor: str = "auto") -> PhysicalPlan:
+    """Rewrite, then lower: the typed DAG → the physical plan."""
+    return lower(optimize(program), resources, executor)
+
+
+def build_source(text: str, name: str, overrides: dict[str, ParamValue] | None = None, base_dir=None) -> Program:
+    return build(parse(text, name), overrides, base_dir)
+
+
+def build_file(path: str | os.PathLike, overrides: dict[str, ParamValue] | None = None) -> Program:
+    return build(parse_file(path), overrides)
+
+
+def _param_values(params: dict[str, Any] | None) -> dict[str, ParamValue]:
+    out = {}
+    for name, value in (params or {}).items():
+        if isinstance(value, (bool, str)):
+            out[name] = ParamValue(value)
+        elif isinstance(value, Real):
+            out[name] = ParamValue(float(value))
+        else:
+            raise ResolveError(f"parameter {name!r} must be a number, a string or a bool, got {type(value).__name__}")
+    return out
+
+
+# ---------------------------------------------------------------- lazy values
+
+
+def _node_of(value: Any) -> ir.Node:
+    if isinstance(value, (Matrix, Scalar)):
+        return value.node
+    if isinstance(value, (Real, np.number)) and not isinstance(value, (bool, np.bool_)):
+        return ir.Const(float(value))
+    if isinstance(value, np.ndarray):
+        return _literal(value)
+    raise TypeError(f"cannot use a {type(value).__name__} in a jampi expression")
+
+
+def _literal(array: np.ndarray) -> ir.Literal:
+    if array.ndim != 2:
+        raise ResolveError(f"jampi matrices are 2-D, got an array with {array.ndim} dimensions")
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float64)
+    return ir.Literal(array)
+
+
+class _Lazy:
+    __array_ufunc__ = None  # make NumPy scalars defer to our reflected operators
+
+    def __init__(self, session: Session, node: ir.Node):
+        self.session = session
+        self.node = node
+
+    def _wrap(self, node: ir.Node):
+        return (Matrix if node.type.is_matrix else Scalar)(self.session, node)
+
+    def _binary(self, op: str, other: Any, reflected: bool = False):
+        try:
+            other_node = _node_of(other)
+        except TypeError:
+            return NotImplemented
+        a, b = (other_node, self.node) if reflected else (self.node, other_node)
+        if op == "@":
+            return self._wrap(ir.MatMul(a, b))
+        return self._wrap(ir.Binary(op, a, b))
+
+    def __add__(self, other):
+        return self._binary("+", other)
+
+    def __radd__(self, other):
+        return self._binary("+", other, True)
+
+    def __sub__(self, other):
+        return self._binary("-", other)
+
+    def __rsub__(self, other):
+        return self._binary("-", other, True)
+
+    def __mul__(self, other):
+        return self._binary("*", other)
+
+    def __rmul__(self, other):
+        return self._binary("*", other, True)
+
+    def __truediv__(self, other):
+        return self._binary("/", other)
+
+    def __rtruediv__(self, other):
+        return self._binary("/", other, True)
+
+    def __neg__(self):
+        return self._wrap(ir.Unary("neg", self.node))
+
+    def _unary(self, name: str):
+        return self._wrap(ir.Unary(name, self.node))
+
+    def abs(self):
+        return self._unary("abs")
+
+    def sqrt(self):
+        return self._unary("sqrt")
+
+    def exp(self):
+        return self._unary("exp")
+
+    def log(self):
+        return self._unary("log")
+
+    def explain(self, format: str = "text") -> str:
+        return self.session.explain(self, format=format)
+
+
+class Matrix(_Lazy):
+    """A lazy matrix expression."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.node.type.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.node.type.dtype)
+
+    @property
+    def T(self) -> Matrix:  # noqa: N802 - NumPy's spelling
+        return Matrix(self.session, ir.Transpose(self.node))
+
+    def __matmul__(self, other):
+        return self._binary("@", other)
+
+    def __rmatmul__(self, other):
+        return self._binary("@", other, True)
+
+    def sum(self) -> Scalar:
+        return Scalar(self.session, ir.Reduce("sum", self.node))
+
+    def trace(self) -> Scalar:
+        return Scalar(self.session, ir.Reduce("trace", self.node))
+
+    def norm(self) -> Scalar:
+        return Scalar(self.session, ir.Reduce("norm", self.node))
+
+    def to_numpy(self) -> np.ndarray:
+        return self.session.compute(self)[0]
+
+    def save(self, path: str | os.PathLike, format: str | None = None) -> None:
+        self.session.save(self, path, format=format)
+
+    def __repr__(self) -> str:
+        return f"<jampi Matrix {self.shape[0]}x{self.shape[1]} {self.node.type.dtype}: {self.node.op}>"
+
+
+class Scalar(_Lazy):
+    """A lazy scalar (a reduction, or arithmetic on reductions)."""
+
+    def value(self) -> float:
+        return float(self.session.compute(self)[0])
+
+    def __float__(self) -> float:
+        return self.value()
+
+    def __repr__(self) -> str:
+        return f"<jampi Scalar: {self.node.op}>"
+
+
+# ---------------------------------------------------------------- the session
+
+
+class Session:
+    """Entry point of the embedded API: makes lazy matrices and runs programs."""
+
+    def __init__(self, master: str | None = None, conf: dict[str, str] | None = None, executor: str = "auto"):
+        self.master = master
+        self.conf = dict(conf or {})
+        self.executor = executor
+
+    # resources: what the planner may use; Spark is started only when a plan needs it
+    @property
+    def resources(self) -> Resources:
+        return Resources.for_master(self.master, self.conf)
+
+    # constructors
+    def matrix(self, array: np.ndarray) -> Matrix:
+        return Matrix(self, _literal(np.asarray(array)))
+
+    def _generate(self, kind: str, r: int, c: int, seed: int, dtype: str) -> Matrix:
+        if dtype not in ir.FLOAT_DTYPES:
+            raise ResolveError(f'dtype must be "float64" or "float32", got {dtype!r}')
+        for what, value in (("rows", r), ("cols", c), ("seed", seed)):
+            if int(value) != value:
+                raise ResolveError(f"{what} must be a whole number, got {value}")
+        return Matrix(self, ir.Generate(kind, (int(r), int(c)), dtype, int(seed)))
+
+    def random(self, r: int, c: int, seed: int = 0, dtype: str = "float64") -> Matrix:
+        return self._generate("uniform", r, c, seed, dtype)
+
+    def randn(self, r: int, c: int, seed: int = 0, dtype: str = "float64") -> Matrix:
+        return self._generate("normal", r, c, seed, dtype)
+
+    def zeros(self, r: int, c: int, dtype: str = "float64") -> Matrix:
+        return self._generate("zeros", r, c, 0, dtype)
+
+    def ones(self, r: int, c: int, dtype: str = "float64") -> Matrix:
+        return self._generate("ones", r, c, 0, dtype)
+
+    def eye(self, n: int, dtype: str = "float64") -> Matrix:
+        return self._generate("eye", n, n, 0, dtype)
+
+    def load(self, path: str | os.PathLike, format: str | None = None, dtype: str | None = None) -> Matrix:
+        full = str(Path(path).expanduser().resolve())
+        info = inspect_input(full, format)
+        return Matrix(self, ir.Load(full, info.format, info.shape, dtype or info.dtype, (("finite", False),)))
+
+    # running
+    def plan(self, outputs: list[ir.Node], name: str = "<api>") -> PhysicalPlan:
+        return plan_program(Program(tuple(outputs), source_name=name), self.resources, self.executor)
+
+    def run_plan(self, plan: PhysicalPlan, on_print=None) -> RunResult:
+        return execute(plan, RunContext(on_print=on_print))
+
+    def compute(self, *values: _Lazy) -> list[Any]:
+        outputs = [ir.Result(v.node, label=f"result{i}") for i, v in enumerate(values)]
+        result = self.run_plan(self.plan(outputs))
+        by_label = {o.label: o.value for o in result.outputs}
+        return [by_label[f"result{i}"] for i in range(len(values))]
+
+    def save(self, value: Matrix, path: str | os.PathLike, format: str | None = None) -> None:
+        from .planner.inputs import output_format
+
+        full = str(Path(path).expanduser().resolve())
+        save = ir.Save(value.node, full, output_format(full, format, None))
+        self.run_plan(self.plan([save]))
+
+    def explain(self, value: _Lazy, format: str = "text") -> str:
+        plan = self.plan([ir.Result(value.node)])
+        return {"text": explain_mod.to_text, "json": explain_mod.to_json, "dot": explain_mod.to_dot}[format](plan)
+
+    def run_file(self, path: str | os.PathLike, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run a .lin program; returns printed values by label and saved matrices by path."""
+        plan = plan_program(build_file(path, _param_values(params)), self.resources, self.executor)
+        return self.run_plan(plan).values
+
+    def run_text(self, text: str, params: dict[str, Any] | None = None, name: str = "<string>") -> dict[str, Any]:
+        program = build_source(text, name, _param_values(params), base_dir=os.getcwd())
+        return self.run_plan(plan_program(program, self.resources, self.executor)).values
+
+    def close(self) -> None:
+        """Stops a Spark session this Session started (none yet in local-only runs)."""
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def session(master: str | None = None, conf: dict[str, str] | None = None, executor: str = "auto") -> Session:
+    return Session(master, conf, executor)

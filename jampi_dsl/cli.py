@@ -1,0 +1,185 @@
+"""``jampi run | explain | check``. Exit codes: 0 ok, 2 the program or its inputs
+are wrong (with file:line:col and a caret), 1 a failure while running."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import api
+from .errors import JampiError, ResolveError
+from .executors.base import RunContext
+from .executors.runner import RunResult, execute, node_name
+from .planner import explain as explain_mod
+from .planner.build import ParamValue, parse_param_override
+from .planner.cost import Resources
+from .planner.physical import FORCEABLE, PhysicalPlan
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jampi", description="Run .lin linear-algebra programs on NumPy or Spark.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, spark: bool = True) -> None:
+        p.add_argument("program", help="the .lin file")
+        p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                       help="override a declared parameter (repeatable)")
+        if spark:
+            p.add_argument("--master", help="Spark master URL (default: an embedded local Spark)")
+            p.add_argument("--conf", dest="confs", action="append", default=[], metavar="KEY=VALUE",
+                           help="Spark configuration (repeatable)")
+            p.add_argument("--executor", choices=FORCEABLE, default="auto",
+                           help="force the matrix-product method (default: the planner chooses)")
+
+    run = sub.add_parser("run", help="run a program")
+    common(run)
+    run.add_argument("--quiet", action="store_true", help="no progress or summary, only what the program prints")
+    run.add_argument("--json", action="store_true", help="print outputs and timings as JSON on stdout")
+    explain = sub.add_parser("explain", help="show the plan: every node's method and why")
+    common(explain)
+    explain.add_argument("--format", choices=("text", "json", "dot"), default="text")
+    check = sub.add_parser("check", help="parse and check names and shapes; run nothing")
+    common(check, spark=False)
+    return parser
+
+
+def _overrides(sets: list[str]) -> dict[str, ParamValue]:
+    out: dict[str, ParamValue] = {}
+    for text in sets:
+        name, value = parse_param_override(text)
+        if name in out:
+            raise ResolveError(f"--set {name} is given twice", value.span)
+        out[name] = value
+    return out
+
+
+def _confs(confs: list[str]) -> dict[str, str]:
+    out = {}
+    for text in confs:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ResolveError(f"--conf needs KEY=VALUE, got {text!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _plan(args) -> PhysicalPlan:
+    program = api.build_file(args.program, _overrides(args.sets))
+    resources = Resources.for_master(args.master, _confs(args.confs))
+    return api.plan_program(program, resources, args.executor)
+
+
+def _summary(plan: PhysicalPlan, result: RunResult, total: float) -> Table:
+    table = Table(title=f"ran {len(result.timings)} nodes in {total:.2f} s", title_justify="left")
+    for column in ("node", "method", "shape", "est. s", "s"):
+        table.add_column(column, justify="right" if column.endswith("s") and column != "shape" else "left")
+    for timing in result.timings:
+        step = timing.step
+        est = f"{step.estimate.seconds:.3f}" if step.estimate else "-"
+        table.add_row(
+            node_name(plan, step)[:70], step.method + (" (forced)" if step.forced else ""),
+            str(step.node.type) if step.node.type.kind != "output" else "", est, f"{timing.seconds:.3f}",
+        )
+    return table
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return {"shape": list(value.shape), "dtype": str(value.dtype)}
+    return value
+
+
+def _run(args, out: Console, err: Console) -> int:
+    plan = _plan(args)
+    if not plan.program.outputs:
+        if not args.json:
+            err.print("[yellow]nothing to compute: the program saves and prints nothing[/yellow]")
+        else:
+            print(json.dumps({"outputs": [], "timings": []}))
+        return 0
+    ctx = RunContext(on_print=None if (args.json) else (lambda text: out.print(text, markup=False, highlight=False)))
+    started = time.perf_counter()
+    show_progress = not (args.quiet or args.json)
+    if show_progress:
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("starting", total=len(plan.steps))
+            result = execute(
+                plan, ctx,
+                on_start=lambda step: progress.update(task, description=node_name(plan, step)[:60]),
+                on_done=lambda step, seconds: progress.advance(task),
+            )
+    else:
+        result = execute(plan, ctx)
+    total = time.perf_counter() - started
+    if args.json:
+        doc = {
+            "outputs": [{"kind": o.kind, "label": o.label, "value": _json_value(o.value)} for o in result.outputs],
+            "timings": [{"node": node_name(plan, t.step), "method": t.step.method, "seconds": t.seconds,
+                         "estimated_seconds": t.step.estimate.seconds if t.step.estimate else None}
+                        for t in result.timings],
+            "seconds": total,
+        }
+        print(json.dumps(doc, indent=2))
+    elif show_progress:
+        for output in result.outputs:
+            if output.kind == "save":
+                err.print(f"saved {output.label}")
+        err.print(_summary(plan, result, total))
+    return 0
+
+
+def _explain(args, out: Console) -> int:
+    plan = _plan(args)
+    if args.format == "json":
+        print(explain_mod.to_json(plan))
+    elif args.format == "dot":
+        print(explain_mod.to_dot(plan), end="")
+    else:
+        out.print(explain_mod.to_text_tree(plan))
+    return 0
+
+
+def _check(args, out: Console) -> int:
+    program = api.build_file(args.program, _overrides(args.sets))
+    optimized = api.optimize(program)
+    live = optimized.live_nodes()
+    out.print(f"{args.program}: ok — {len(program.outputs)} output(s), {len(live)} node(s) after rewrites",
+              highlight=False)
+    dead = sorted({name for name, _ in program.bindings} - {name for name, _ in optimized.bindings})
+    if dead:
+        out.print(f"unused (dropped): {', '.join(dead)}", highlight=False)
+    if not program.outputs:
+        out.print("[yellow]warning: nothing is saved or printed; run would compute nothing[/yellow]")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        if args.command == "run":
+            return _run(args, out, err)
+        if args.command == "explain":
+            return _explain(args, out)
+        return _check(args, out)
+    except JampiError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The local executor: NumPy on the driver.
+
+Scalars are kept as Python floats, not NumPy scalars: under NumPy 2's promotion
+rules a ``np.float64`` scalar would silently widen a float32 matrix, while a
+Python float does not (the contract says float32 stays float32).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..planner import ir
+from . import blockgen, io
+from .base import Executor, OutputValue, RunContext, handles
+
+_UFUNCS = {"neg": np.negative, "abs": np.abs, "sqrt": np.sqrt, "exp": np.exp, "log": np.log}
+_BINARY = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}
+
+
+def _operand(x: np.ndarray, transposed: bool) -> np.ndarray:
+    return x.T if transposed else x
+
+
+def _scalar(value: Any) -> float:
+    return float(value)
+
+
+def format_value(label: str, value: Any) -> str:
+    """What ``print`` shows: a scalar's value, or a matrix's shape, dtype and corners."""
+    if not isinstance(value, np.ndarray):
+        return f"{label} = {value!r}"
+    rows, cols = value.shape
+    head = f"{label}: {rows}x{cols} {value.dtype}"
+    with np.printoptions(precision=6, edgeitems=3, threshold=36, linewidth=100, suppress=False):
+        body = np.array2string(value, prefix="  ")
+    return f"{head}\n  {body}"
+
+
+class LocalExecutor(Executor):
+    name = "local"
+    placement = "local"
+
+    @handles(ir.Const)
+    def const(self, node: ir.Const, inputs, ctx):
+        return float(node.value)
+
+    @handles(ir.Generate)
+    def generate(self, node: ir.Generate, inputs, ctx):
+        return blockgen.generate(node.kind, node.shape, node.dtype, seed=node.seed)
+
+    @handles(ir.Load)
+    def load(self, node: ir.Load, inputs, ctx):
+        reader = io.READERS.get(node.format)
+        if reader is None:
+            raise InputError(f"reading {node.format} files is not available in this build", node.span)
+        array = reader(node.path, node.dtype, node.span)
+        if array.shape != node.shape:
+            raise InputError(
+                f"{node.path} changed since the plan was made: {array.shape} instead of {node.shape}", node.span
+            )
+        if dict(node.options).get("finite"):
+            io.check_finite(array, node.path, node.span)
+        return array
+
+    @handles(ir.Literal)
+    def literal(self, node: ir.Literal, inputs, ctx):
+        return node.array
+
+    @handles(ir.Transpose)
+    def transpose(self, node, inputs, ctx):
+        return np.ascontiguousarray(inputs[0].T)
+
+    @handles(ir.MatMul)
+    def matmul(self, node: ir.MatMul, inputs, ctx):
+        a, b = inputs
+        return np.matmul(_operand(a, node.trans_a), _operand(b, node.trans_b))
+
+    @handles(ir.Gemm)
+    def gemm(self, node: ir.Gemm, inputs, ctx):
+        a, b, c = inputs
+        out = np.matmul(_operand(a, node.trans_a), _operand(b, node.trans_b))
+        if out.dtype != np.dtype(node.type.dtype):
+            out = out.astype(node.type.dtype)
+        if node.alpha != 1.0:
+            out *= node.alpha
+        if node.beta == 1.0:
+            out += c
+        elif node.beta == -1.0:
+            out -= c
+        elif node.beta != 0.0:
+            out += node.beta * c
+        return out
+
+    @handles(ir.Binary)
+    def binary(self, node: ir.Binary, inputs, ctx):
+        a, b = inputs
+        with np.errstate(all="ignore"):  # inf/nan follow IEEE, as in NumPy
+            if isinstance(a, float) and isinstance(b, float):
+                return _scalar(_BINARY[node.operator](np.float64(a), np.float64(b)))
+            return _BINARY[node.operator](a, b)
+
+    @handles(ir.Unary)
+    def unary(self, node: ir.Unary, inputs, ctx):
+        (x,) = inputs
+        with np.errstate(all="ignore"):
+            if isinstance(x, float):
+                return _scalar(_UFUNCS[node.operator](np.float64(x)))
+            return _UFUNCS[node.operator](x)
+
+    @handles(ir.Reduce)
+    def reduce(self, node: ir.Reduce, inputs, ctx):
+        (x,) = inputs
+        if node.operator == "sum":
+            return _scalar(x.sum())
+        if node.operator == "trace":
+            return _scalar(np.trace(x))
+        return _scalar(np.linalg.norm(x))
+
+    @handles(ir.Save)
+    def save(self, node: ir.Save, inputs, ctx: RunContext):
+        (x,) = inputs
+        io.WRITERS[node.format](node.path, x)
+        ctx.emit(OutputValue("save", node.path, x, f"saved {node.path}"))
+        return None
+
+    @handles(ir.Print)
+    def print_(self, node: ir.Print, inputs, ctx: RunContext):
+        (x,) = inputs
+        ctx.emit(OutputValue("print", node.label, x, format_value(node.label, x)))
+        return None
+
+    @handles(ir.Result)
+    def result(self, node: ir.Result, inputs, ctx: RunContext):
+        ctx.emit(OutputValue("result", node.label, inputs[0]))
+        return None

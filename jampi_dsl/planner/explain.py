@@ -1,0 +1,166 @@
+"""``explain``: what the planner chose for every node and why, as a rich tree,
+as JSON (a stable, documented schema) or as Graphviz dot coloured by method."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+
+from . import ir
+from .cost import Estimate
+from .graph import describe
+from .physical import PhysicalPlan, Step
+
+METHOD_COLOURS = {"local": "#8ecae6", "cannon": "#ffb703", "broadcast": "#90be6d", "mllib": "#e76f51"}
+JSON_SCHEMA_VERSION = 1
+
+
+def _refs(plan: PhysicalPlan) -> dict[int, str]:
+    """A readable handle per node: its bound name, else %k in plan order."""
+    names = plan.program.names()
+    refs: dict[int, str] = {}
+    for index, step in enumerate(plan.steps):
+        refs[step.node.uid] = names.get(step.node.uid, f"%{index}")
+    return refs
+
+
+def _node_text(step: Step, refs: dict[int, str]) -> str:
+    text = describe(step.node, lambda n: refs[n.uid])
+    if isinstance(step.node, ir.OUTPUT_NODES):
+        return text
+    return f"{refs[step.node.uid]} = {text}"
+
+
+def _runner_up_text(step: Step) -> str:
+    if step.runner_up is None:
+        return ""
+    name, detail = step.runner_up
+    return f"{name}: {detail.short()}" if isinstance(detail, Estimate) else f"{name}: {detail}"
+
+
+def to_text_tree(plan: PhysicalPlan) -> Tree:
+    refs = _refs(plan)
+    program = plan.program
+    title = Text.assemble(("plan ", "bold"), (program.source_name, "cyan"))
+    rewrites = ", ".join(program.applied) or "none"
+    tree = Tree(title)
+    tree.add(Text(f"rewrites applied: {rewrites}", style="dim"))
+    res = plan.resources
+    where = f"Spark {res.master}, {res.slots} slots" if res.spark else "no Spark (local only)"
+    tree.add(Text(f"resources: {where}; driver budget {res.driver_budget / 2**30:.1f} GiB", style="dim"))
+    shown: set[int] = set()
+
+    def add(parent: Tree, node: ir.Node) -> None:
+        step = plan.step(node)
+        label = Text()
+        label.append(_node_text(step, refs), style="bold")
+        if node.type.kind != "output":
+            label.append(f"  {node.type}", style="green")
+        colour = METHOD_COLOURS.get(step.method, "white")
+        label.append(f"  [{step.method}{' forced' if step.forced else ''}]", style=colour)
+        if node.uid in shown:
+            label.append("  (shown above)", style="dim")
+            parent.add(label)
+            return
+        shown.add(node.uid)
+        if not isinstance(node, ir.Const):
+            why = step.reason
+            if step.runner_up is not None and not step.reason.startswith(("cheapest", "only method that")):
+                why += f"; runner-up {_runner_up_text(step)}"
+            label.append(f"  {why}", style="dim")
+        branch = parent.add(label)
+        for child in node.children:
+            add(branch, child)
+
+    outputs = tree.add(Text("outputs", style="bold"))
+    if not program.outputs:
+        outputs.add(Text("nothing is saved or printed: run computes nothing", style="yellow"))
+    for output in program.outputs:
+        add(outputs, output)
+    return tree
+
+
+def to_text(plan: PhysicalPlan, width: int = 120) -> str:
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    console.print(to_text_tree(plan))
+    return console.file.getvalue()
+
+
+def to_dict(plan: PhysicalPlan) -> dict[str, Any]:
+    """The JSON form. Schema (version 1): {version, program, rewrites[], resources{}, outputs[ids],
+    nodes[{id, name, op, text, kind, shape, dtype, inputs[ids], method, forced, reason,
+    estimate{seconds, flops, bytes_moved, task_memory, stages} | null, runner_up{method, estimate|reason} | null}]}"""
+    refs = _refs(plan)
+    ids = {step.node.uid: index for index, step in enumerate(plan.steps)}
+    nodes = []
+    for step in plan.steps:
+        node = step.node
+        runner_up = None
+        if step.runner_up is not None:
+            name, detail = step.runner_up
+            runner_up = {"method": name}
+            if isinstance(detail, Estimate):
+                runner_up["estimate"] = detail.as_dict()
+            else:
+                runner_up["reason"] = detail
+        nodes.append(
+            {
+                "id": ids[node.uid],
+                "name": None if refs[node.uid].startswith("%") else refs[node.uid],
+                "op": node.op,
+                "text": describe(node, lambda n: refs[n.uid]),
+                "kind": node.type.kind,
+                "shape": list(node.type.shape) if node.type.shape else None,
+                "dtype": node.type.dtype if node.type.kind == "matrix" else None,
+                "inputs": [ids[c.uid] for c in node.children],
+                "method": step.method,
+                "forced": step.forced,
+                "reason": step.reason,
+                "estimate": step.estimate.as_dict() if step.estimate else None,
+                "runner_up": runner_up,
+            }
+        )
+    res = plan.resources
+    return {
+        "version": JSON_SCHEMA_VERSION,
+        "program": plan.program.source_name,
+        "rewrites": list(plan.program.applied),
+        "resources": {
+            "spark": res.spark,
+            "master": res.master,
+            "slots": res.slots,
+            "task_cpus": res.task_cpus,
+            "dynamic_allocation": res.dynamic_allocation,
+            "driver_budget": res.driver_budget,
+        },
+        "outputs": [ids[o.uid] for o in plan.program.outputs],
+        "nodes": nodes,
+    }
+
+
+def to_json(plan: PhysicalPlan) -> str:
+    return json.dumps(to_dict(plan), indent=2)
+
+
+def to_dot(plan: PhysicalPlan) -> str:
+    refs = _refs(plan)
+    lines = ["digraph plan {", '  rankdir=BT;', '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
+    for index, step in enumerate(plan.steps):
+        node = step.node
+        label = describe(node, lambda n: refs[n.uid]).replace('"', '\\"')
+        if node.type.kind != "output":
+            label = f"{refs[node.uid]} = {label}\\n{node.type}"
+        label += f"\\n[{step.method}{' forced' if step.forced else ''}]"
+        colour = METHOD_COLOURS.get(step.method, "#dddddd")
+        lines.append(f'  n{index} [label="{label}", fillcolor="{colour}"];')
+    ids = {step.node.uid: index for index, step in enumerate(plan.steps)}
+    for step in plan.steps:
+        for child in step.node.children:
+            lines.append(f"  n{ids[child.uid]} -> n{ids[step.node.uid]};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
