@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import ExecutionError
 from ..planner import ir
+from .io import StagedOutputs
 
 
 def handles(*node_types: type[ir.Node]):
@@ -67,6 +68,7 @@ class RunContext:
     spark: Any = None  # a SparkSession once some node needs one
     blas_threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    staged: StagedOutputs = field(default_factory=StagedOutputs)  # saves, renamed into place at the end
 
     def emit(self, output: OutputValue) -> None:
         self.outputs.append(output)

@@ -53,15 +53,13 @@ class LocalExecutor(Executor):
 
     @handles(ir.Load)
     def load(self, node: ir.Load, inputs, ctx):
-        reader = io.READERS.get(node.format)
-        if reader is None:
-            raise InputError(f"reading {node.format} files is not available in this build", node.span)
-        array = reader(node.path, node.dtype, node.span)
+        options = dict(node.options)
+        array = io.load_local(node.path, node.format, node.dtype, node.shape, options, node.span)
         if array.shape != node.shape:
             raise InputError(
                 f"{node.path} changed since the plan was made: {array.shape} instead of {node.shape}", node.span
             )
-        if dict(node.options).get("finite"):
+        if options.get("finite"):
             io.check_finite(array, node.path, node.span)
         return array
 
@@ -122,7 +120,7 @@ class LocalExecutor(Executor):
     @handles(ir.Save)
     def save(self, node: ir.Save, inputs, ctx: RunContext):
         (x,) = inputs
-        io.WRITERS[node.format](node.path, x)
+        io.save_local(ctx.staged, node.path, node.format, x, dict(node.options))
         ctx.emit(OutputValue("save", node.path, x, f"saved {node.path}"))
         return None
 

@@ -63,35 +63,44 @@ def execute(
             remaining[child] = remaining.get(child, 0) + 1
     values: dict[int, Any] = {}
     result = RunResult(outputs=ctx.outputs)
-    with threadpool_limits(limits=ctx.blas_threads):
-        for step in plan.steps:
-            node = step.node
-            if step.method not in _EXECUTORS:
-                raise ExecutionError(f"no executor for method {step.method!r}", node.span, node=node_name(plan, step))
-            executor = executors.get(step.method) or executors.setdefault(step.method, _EXECUTORS[step.method]())
-            if on_start:
-                on_start(step)
-            started = time.perf_counter()
-            try:
-                inputs = [values[c.uid] for c in node.children]
-                value = executor.run(node, inputs, ctx)
-            except JampiError as err:
-                if err.node is None and isinstance(err, ExecutionError):
-                    err.node = node_name(plan, step)
-                raise
-            except MemoryError:
-                raise ExecutionError("out of memory", node.span, node=node_name(plan, step)) from None
-            except Exception as err:  # an executor bug or a runtime failure: name the node, keep the cause
-                raise ExecutionError(f"{type(err).__name__}: {err}", node.span, node=node_name(plan, step)) from err
-            seconds = time.perf_counter() - started
-            values[node.uid] = value
-            result.timings.append(StepTiming(step, seconds))
-            if on_done:
-                on_done(step, seconds)
-            for child in {c.uid for c in node.children}:
-                remaining[child] -= 1
-                if remaining[child] == 0:
-                    del values[child]
-            if remaining.get(node.uid, 0) == 0:
-                values.pop(node.uid, None)
+    try:
+        with threadpool_limits(limits=ctx.blas_threads):
+            _run_steps(plan, ctx, executors, remaining, values, result, on_start, on_done)
+    except BaseException:
+        ctx.staged.discard()
+        raise
+    ctx.staged.commit()
     return result
+
+
+def _run_steps(plan, ctx, executors, remaining, values, result, on_start, on_done) -> None:
+    for step in plan.steps:
+        node = step.node
+        if step.method not in _EXECUTORS:
+            raise ExecutionError(f"no executor for method {step.method!r}", node.span, node=node_name(plan, step))
+        executor = executors.get(step.method) or executors.setdefault(step.method, _EXECUTORS[step.method]())
+        if on_start:
+            on_start(step)
+        started = time.perf_counter()
+        try:
+            inputs = [values[c.uid] for c in node.children]
+            value = executor.run(node, inputs, ctx)
+        except JampiError as err:
+            if err.node is None and isinstance(err, ExecutionError):
+                err.node = node_name(plan, step)
+            raise
+        except MemoryError:
+            raise ExecutionError("out of memory", node.span, node=node_name(plan, step)) from None
+        except Exception as err:  # an executor bug or a runtime failure: name the node, keep the cause
+            raise ExecutionError(f"{type(err).__name__}: {err}", node.span, node=node_name(plan, step)) from err
+        seconds = time.perf_counter() - started
+        values[node.uid] = value
+        result.timings.append(StepTiming(step, seconds))
+        if on_done:
+            on_done(step, seconds)
+        for child in {c.uid for c in node.children}:
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                del values[child]
+        if remaining.get(node.uid, 0) == 0:
+            values.pop(node.uid, None)

@@ -1,0 +1,129 @@
+"""CSV and Parquet matrices on the driver (pyarrow).
+
+Parquet comes in two forms (LANGUAGE.md): coordinate (``i``, ``j``, ``v``;
+missing entries are zero) and rows (``i``, ``row`` an array). jampi writes the
+shape into the file's key-value metadata so a matrix whose last rows are empty
+round-trips with its shape; files from elsewhere take ``shape=`` or max index + 1
+(see ``planner.inputs``, which reads headers before anything runs).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import InputError, Span
+from ..planner.inputs import SHAPE_KEY
+
+
+def _pq():
+    import pyarrow.parquet as pq
+
+    return pq
+
+
+# ---------------------------------------------------------------- csv
+
+
+def read_csv(path: str, dtype: str, shape: tuple[int, int], span: Span | None) -> np.ndarray:
+    rows, cols = shape
+    out = np.empty(shape, dtype=dtype)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        r = 0
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split(",")
+            if len(fields) != cols:
+                raise InputError(f"{path}:{number}: {len(fields)} values, expected {cols} (ragged rows)", span)
+            try:
+                out[r] = [float(x) for x in fields]
+            except ValueError:
+                bad = next(x for x in fields if not _is_number(x))
+                raise InputError(f"{path}:{number}: {bad.strip()!r} is not a number", span) from None
+            r += 1
+    if r != rows:
+        raise InputError(f"{path} has {r} rows, expected {rows}", span)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def write_csv(path: str, array: np.ndarray) -> None:
+    fmt = "%.9g" if array.dtype == np.float32 else "%.17g"
+    np.savetxt(path, array, delimiter=",", fmt=fmt)
+
+
+# ---------------------------------------------------------------- parquet
+
+
+def read_parquet(path: str, dtype: str, shape: tuple[int, int], form: str, span: Span | None) -> np.ndarray:
+    table = _pq().read_table(path)
+    rows, cols = shape
+    out = np.zeros(shape, dtype=dtype)
+    i = _indices(table, "i", path, span)
+    if form == "coordinate":
+        j = _indices(table, "j", path, span)
+        v = table.column("v").to_numpy(zero_copy_only=False)
+        _check_range(i, rows, "i", path, span)
+        _check_range(j, cols, "j", path, span)
+        linear = i * cols + j
+        if np.unique(linear).size != linear.size:
+            order = np.sort(linear)
+            dup = int(order[np.flatnonzero(np.diff(order) == 0)[0]])
+            raise InputError(f"{path}: duplicate entry at ({dup // cols}, {dup % cols})", span)
+        out.reshape(-1)[linear] = v
+        return out
+    _check_range(i, rows, "i", path, span)
+    if np.unique(i).size != i.size:
+        raise InputError(f"{path}: a row index appears twice", span)
+    column = table.column("row").combine_chunks()
+    offsets = column.offsets.to_numpy()
+    lengths = np.diff(offsets)
+    if np.any(lengths != cols):
+        bad = int(np.flatnonzero(lengths != cols)[0])
+        raise InputError(f"{path}: row {int(i[bad])} has {int(lengths[bad])} values, expected {cols}", span)
+    values = column.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+    out[i] = values.reshape(len(i), cols)
+    return out
+
+
+def _indices(table, name: str, path: str, span) -> np.ndarray:
+    column = table.column(name)
+    import pyarrow as pa
+
+    if not pa.types.is_integer(column.type):
+        raise InputError(f"{path}: column {name!r} must hold integers, got {column.type}", span)
+    if column.null_count:
+        raise InputError(f"{path}: column {name!r} has missing values", span)
+    return column.to_numpy().astype(np.int64, copy=False)
+
+
+def _check_range(index: np.ndarray, limit: int, name: str, path: str, span) -> None:
+    if index.size and (index.min() < 0 or index.max() >= limit):
+        bad = int(index[(index < 0) | (index >= limit)][0])
+        raise InputError(f"{path}: index {name}={bad} is outside 0..{limit - 1}", span)
+
+
+def write_parquet(path: str, array: np.ndarray, form: str = "coordinate") -> None:
+    import pyarrow as pa
+
+    rows, cols = array.shape
+    if form == "rows":
+        flat = pa.array(np.ascontiguousarray(array).reshape(-1))
+        offsets = pa.array(np.arange(0, rows * cols + 1, cols, dtype=np.int32))
+        table = pa.table({"i": pa.array(np.arange(rows, dtype=np.int64)),
+                          "row": pa.ListArray.from_arrays(offsets, flat)})
+    else:
+        i, j = np.nonzero(array)
+        table = pa.table({"i": i.astype(np.int64), "j": j.astype(np.int64), "v": array[i, j]})
+    table = table.replace_schema_metadata({SHAPE_KEY: f"{rows},{cols}".encode()})
+    os.makedirs(path, exist_ok=True)
+    _pq().write_table(table, os.path.join(path, "part-00000.parquet"))
