@@ -30,6 +30,30 @@ from .planner.physical import PhysicalPlan, lower
 # ---------------------------------------------------------------- the pipeline
 
 
+def _is_local_master(master: str | None) -> bool:
+    return master is None or master.startswith("local")
+
+
+def spark_is_active() -> bool:
+    import sys
+
+    if "pyspark" not in sys.modules:  # nothing can be running: don't pay for importing pyspark
+        return False
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession() is not None
+
+
+def resources_for(master: str | None, conf: dict[str, str] | None, *, start: bool = False) -> Resources:
+    """What the planner may use. A local master is sized without starting Spark; a cluster
+    (or a session that is already running, e.g. under spark-submit) is asked."""
+    if not start and _is_local_master(master) and not spark_is_active():
+        return Resources.for_master(master, conf)
+    from .session import get_spark, resources_from_spark
+
+    return resources_from_spark(get_spark(master, conf)).with_conf(conf)
+
+
 def plan_program(program: Program, resources: Resources | None = None, executor: str = "auto") -> PhysicalPlan:
     """Rewrite, then lower: the typed DAG → the physical plan."""
     return lower(optimize(program), resources, executor)
@@ -205,11 +229,15 @@ class Session:
         self.master = master
         self.conf = dict(conf or {})
         self.executor = executor
+        self._resources: Resources | None = None
+        self._ctx_options: dict[str, Any] = {}
 
     # resources: what the planner may use; Spark is started only when a plan needs it
     @property
     def resources(self) -> Resources:
-        return Resources.for_master(self.master, self.conf)
+        if self._resources is None:
+            self._resources = resources_for(self.master, self.conf)
+        return self._resources
 
     # constructors
     def matrix(self, array: np.ndarray) -> Matrix:
@@ -247,8 +275,15 @@ class Session:
     def plan(self, outputs: list[ir.Node], name: str = "<api>") -> PhysicalPlan:
         return plan_program(Program(tuple(outputs), source_name=name), self.resources, self.executor)
 
+    def spark(self):
+        """The SparkSession this session's plans run on (started on first use)."""
+        from .session import get_spark
+
+        return get_spark(self.master, self.conf)
+
     def run_plan(self, plan: PhysicalPlan, on_print=None) -> RunResult:
-        return execute(plan, RunContext(on_print=on_print))
+        ctx = RunContext(on_print=on_print, spark_factory=self.spark, options=dict(self._ctx_options))
+        return execute(plan, ctx)
 
     def compute(self, *values: _Lazy) -> list[Any]:
         outputs = [ir.Result(v.node, label=f"result{i}") for i, v in enumerate(values)]
@@ -277,7 +312,13 @@ class Session:
         return self.run_plan(plan_program(program, self.resources, self.executor)).values
 
     def close(self) -> None:
-        """Stops a Spark session this Session started (none yet in local-only runs)."""
+        """Stops the Spark session jampi started, if any (a reused one keeps running)."""
+        import sys
+
+        if "pyspark" in sys.modules:
+            from .session import stop_spark
+
+            stop_spark()
 
     def __enter__(self) -> Session:
         return self

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,10 @@ from rich.table import Table
 from . import api
 from .errors import JampiError, ResolveError
 from .executors.base import RunContext
-from .executors.runner import RunResult, execute, node_name
+from .executors.runner import RunResult, execute, node_name, short_name
 from .planner import explain as explain_mod
 from .planner.build import ParamValue, parse_param_override
-from .planner.cost import Resources
+from .planner.methods import DISTRIBUTED
 from .planner.physical import FORCEABLE, PhysicalPlan
 
 
@@ -73,8 +74,17 @@ def _confs(confs: list[str]) -> dict[str, str]:
 
 def _plan(args) -> PhysicalPlan:
     program = api.build_file(args.program, _overrides(args.sets))
-    resources = Resources.for_master(args.master, _confs(args.confs))
+    resources = api.resources_for(args.master, _confs(args.confs))
     return api.plan_program(program, resources, args.executor)
+
+
+def _spark_factory(args):
+    def start():
+        from .session import get_spark
+
+        return get_spark(args.master, _confs(args.confs))
+
+    return start
 
 
 def _summary(plan: PhysicalPlan, result: RunResult, total: float) -> Table:
@@ -85,7 +95,7 @@ def _summary(plan: PhysicalPlan, result: RunResult, total: float) -> Table:
         step = timing.step
         est = f"{step.estimate.seconds:.3f}" if step.estimate else "-"
         table.add_row(
-            node_name(plan, step)[:70], step.method + (" (forced)" if step.forced else ""),
+            short_name(plan, step), step.method + (" (forced)" if step.forced else ""),
             str(step.node.type) if step.node.type.kind != "output" else "", est, f"{timing.seconds:.3f}",
         )
     return table
@@ -105,9 +115,16 @@ def _run(args, out: Console, err: Console) -> int:
         else:
             print(json.dumps({"outputs": [], "timings": []}))
         return 0
-    ctx = RunContext(on_print=None if (args.json) else (lambda text: out.print(text, markup=False, highlight=False)))
+    printer = None if args.json else (lambda text: out.print(text, markup=False, highlight=False))
+    ctx = RunContext(on_print=printer, spark_factory=_spark_factory(args))
     started = time.perf_counter()
     show_progress = not (args.quiet or args.json)
+    spark_seconds = None
+    if plan.methods_used & DISTRIBUTED:
+        # Start Spark up front so its start-up is not billed to the first distributed node.
+        with err.status("starting Spark") if show_progress else nullcontext():
+            ctx.get_spark()
+        spark_seconds = time.perf_counter() - started
     if show_progress:
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TimeElapsedColumn())
@@ -134,6 +151,8 @@ def _run(args, out: Console, err: Console) -> int:
         for output in result.outputs:
             if output.kind == "save":
                 err.print(f"saved {output.label}")
+        if spark_seconds is not None:
+            err.print(f"Spark started in {spark_seconds:.2f} s")
         err.print(_summary(plan, result, total))
     return 0
 

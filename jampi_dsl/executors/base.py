@@ -66,9 +66,19 @@ class RunContext:
     outputs: list[OutputValue] = field(default_factory=list)
     on_print: Callable[[str], None] | None = None
     spark: Any = None  # a SparkSession once some node needs one
+    spark_factory: Callable[[], Any] | None = None  # starts (or finds) the session on first use
     blas_threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     staged: StagedOutputs = field(default_factory=StagedOutputs)  # saves, renamed into place at the end
+
+    def get_spark(self) -> Any:
+        if self.spark is None:
+            if self.spark_factory is None:
+                from ..session import get_spark
+
+                self.spark_factory = get_spark
+            self.spark = self.spark_factory()
+        return self.spark
 
     def emit(self, output: OutputValue) -> None:
         self.outputs.append(output)

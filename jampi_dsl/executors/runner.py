@@ -17,7 +17,25 @@ from ..planner.physical import PhysicalPlan, Step
 from .base import Executor, OutputValue, RunContext
 from .local import LocalExecutor
 
-_EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor}
+
+def _spark_executor(name: str) -> Callable[[], Executor]:
+    def make() -> Executor:
+        # Importing these imports pyspark: only done when a plan has distributed steps.
+        from . import broadcast, mllib, spark
+
+        return {"spark": spark.SparkExecutor, "cannon": spark.CannonExecutor,
+                "broadcast": broadcast.BroadcastExecutor, "mllib": mllib.MllibExecutor}[name]()
+
+    return make
+
+
+_EXECUTORS: dict[str, Callable[[], Executor]] = {
+    "local": LocalExecutor,
+    "spark": _spark_executor("spark"),
+    "cannon": _spark_executor("cannon"),
+    "broadcast": _spark_executor("broadcast"),
+    "mllib": _spark_executor("mllib"),
+}
 
 
 def register_executor(method: str, factory: Callable[[], Executor]) -> None:
@@ -41,11 +59,33 @@ class RunResult:
         return {o.label: o.value for o in self.outputs}
 
 
+def _to_local(value: Any) -> Any:
+    if hasattr(value, "rdd"):  # a DistMatrix; duck-typed so local-only plans never import pyspark
+        from .spark import to_local
+
+        return to_local(value)
+    return value
+
+
 def node_name(plan: PhysicalPlan, step: Step) -> str:
     names = plan.program.names()
     label = names.get(step.node.uid)
     text = describe(step.node, lambda n: names.get(n.uid, f"%{n.uid}"))
     return f"{label} = {text}" if label else text
+
+
+def short_name(plan: PhysicalPlan, step: Step) -> str:
+    """A compact label for tables: ``G = matmul`` or ``save(G)``."""
+    names = plan.program.names()
+    node = step.node
+    attrs = node.attrs()
+    op = attrs.get("operator", node.op)
+    if "value" in attrs:
+        op = f"{attrs['value']:g}"
+    if node.uid in names:
+        return f"{names[node.uid]} = {op}"
+    args = ", ".join(names.get(c.uid, c.op) for c in node.children)
+    return f"{op}({args})"
 
 
 def execute(
@@ -84,6 +124,8 @@ def _run_steps(plan, ctx, executors, remaining, values, result, on_start, on_don
         started = time.perf_counter()
         try:
             inputs = [values[c.uid] for c in node.children]
+            if executor.placement == "local":
+                inputs = [_to_local(v) for v in inputs]
             value = executor.run(node, inputs, ctx)
         except JampiError as err:
             if err.node is None and isinstance(err, ExecutionError):

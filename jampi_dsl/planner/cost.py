@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 
@@ -22,6 +22,20 @@ CALIBRATION = {
     "local_stream_bytes_per_s": 4e9,
     # Fixed cost of anything that runs as a Spark job (scheduling, Python worker start).
     "spark_job_seconds": 0.15,
+    # Fixed cost of a Cannon barrier stage: launch, allGather, connections, first blocks.
+    "cannon_stage_seconds": 1.0,
+    # Raw block bytes between two Python workers over a socket.
+    "peer_bytes_per_s": 2e9,
+    # Reading cached blocks from the JVM into a Python worker (0.32 s for 64 MB, BACKGROUND.md).
+    "jvm_python_bytes_per_s": 2e8,
+    # MLlib BlockMatrix.multiply per core with Spark's default Java BLAS (137 GFLOP in 29 s on 2 cores).
+    "mllib_flops_per_core": 2.4e9,
+    "mllib_stage_seconds": 0.6,
+    "shuffle_bytes_per_s": 5e8,
+    # Above this the "small" operand of a broadcast product is not small.
+    "broadcast_max_bytes": 256 * 2**20,
+    # A Python worker with NumPy loaded, before any block.
+    "task_overhead_bytes": 64 * 2**20,
 }
 
 
@@ -32,20 +46,43 @@ class Resources:
     spark: bool
     slots: int
     task_cpus: int
-    local_cores: int
+    local_cores: int  # cores of the driver's machine
     driver_budget: int  # bytes the driver may hold for local evaluation
-    executor_memory: int  # bytes per executor (per task slot share is derived)
+    task_memory: int  # bytes one task may hold
     dynamic_allocation: bool = False
     master: str = "local"
+    cores: int = 1  # physical cores the tasks share (local mode: the machine's, not the slots)
+    executors: int = 1
+    broadcast_max: int = CALIBRATION["broadcast_max_bytes"]  # largest operand a broadcast product ships
 
     @staticmethod
     def local_only() -> Resources:
         cores = os.cpu_count() or 1
         budget = int(psutil.virtual_memory().total * 0.5)
-        return Resources(False, 0, 1, cores, budget, 0, master="none")
+        return Resources(False, 0, 1, cores, budget, 0, master="none", cores=cores)
+
+    def forbid_spark(self) -> Resources:
+        return replace(self, spark=False)
+
+    def with_conf(self, conf: dict[str, str] | None) -> Resources:
+        """Planning settings given explicitly: jampi's own limits, and dynamic allocation
+        (an explicit setting wins even over a running session that was started without it)."""
+        conf = conf or {}
+        changes: dict = {}
+        if "jampi.local.maxBytes" in conf:
+            changes["driver_budget"] = int(float(conf["jampi.local.maxBytes"]))
+        if "jampi.broadcast.maxBytes" in conf:
+            changes["broadcast_max"] = int(float(conf["jampi.broadcast.maxBytes"]))
+        if "spark.dynamicAllocation.enabled" in conf:
+            changes["dynamic_allocation"] = conf["spark.dynamicAllocation.enabled"].strip().lower() == "true"
+        return replace(self, **changes) if changes else self
 
     @staticmethod
     def for_master(master: str | None, conf: dict[str, str] | None = None) -> Resources:
+        return Resources._for_master(master, conf).with_conf(conf)
+
+    @staticmethod
+    def _for_master(master: str | None, conf: dict[str, str] | None = None) -> Resources:
         """Resources inferred from a master URL without starting Spark (for check/explain)."""
         conf = conf or {}
         cores = os.cpu_count() or 1
@@ -59,15 +96,19 @@ class Resources:
                 slots = 1
         task_cpus = int(conf.get("spark.task.cpus", "1"))
         dynamic = conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true"
+        slots = max(1, slots // task_cpus)
         return Resources(
             spark=True,
-            slots=max(1, slots // task_cpus),
+            slots=slots,
             task_cpus=task_cpus,
             local_cores=cores,
-            driver_budget=int(total * 0.5),
-            executor_memory=int(total * 0.5),
+            driver_budget=int(total * 0.4),
+            # Local-mode tasks are threads of the driver JVM, but their Python workers share the machine.
+            task_memory=int(total * 0.5 / slots),
             dynamic_allocation=dynamic,
             master=master or "embedded",
+            cores=min(cores, slots * task_cpus),
+            executors=1,
         )
 
 

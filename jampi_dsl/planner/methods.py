@@ -1,13 +1,22 @@
 """Every method the planner can choose, with its cost model. The executors that
-implement them live in ``jampi_dsl.executors``; the planner never imports them."""
+implement them live in ``jampi_dsl.executors``; the planner never imports them.
+
+A product node may run as ``local`` (NumPy on the driver), ``cannon`` (the
+barrier stage), ``broadcast`` (the small operand shipped to every task) or
+``mllib`` (``BlockMatrix.multiply``). Other nodes run ``local`` or ``spark``
+(blockwise on a distributed matrix): they follow their inputs' placement,
+decided in :mod:`.physical`.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import ir
-from .cost import CALIBRATION, Estimate, Resources, io_bytes, node_flops
+from .cost import CALIBRATION as K
+from .cost import Estimate, Resources, io_bytes, node_flops
 
 
 @dataclass(frozen=True)
@@ -17,12 +26,34 @@ class Method:
     rejects: Callable[[ir.Node, Resources], str | None]
     estimate: Callable[[ir.Node, Resources], Estimate]
     products_only: bool = False  # a product-only method (cannon, broadcast, mllib) never runs other nodes
+    distributed: bool = False  # its results live on the executors
+
+
+def _gib(value: float) -> str:
+    return f"{value / 2**30:.2f} GiB"
+
+
+def _dims(node: ir.Node) -> tuple[int, int, int]:
+    m, n = node.type.shape
+    return m, node.inner, n
+
+
+def _itemsize(node: ir.Node) -> int:
+    return 4 if node.type.dtype == "float32" else 8
+
+
+def _gemm_rate(node: ir.Node, per_core: bool, resources: Resources) -> float:
+    rate = K["local_gemm_flops"] * (2 if node.type.dtype == "float32" else 1)
+    return rate / max(1, resources.local_cores) if per_core else rate
+
+
+# ---------------------------------------------------------------- local
 
 
 def _local_rejects(node: ir.Node, resources: Resources) -> str | None:
     need = io_bytes(node)
     if need > resources.driver_budget:
-        return f"needs {need / 2**30:.1f} GiB on the driver, budget {resources.driver_budget / 2**30:.1f} GiB"
+        return f"needs {_gib(need)} on the driver, budget {_gib(resources.driver_budget)}"
     return None
 
 
@@ -30,12 +61,160 @@ def _local_estimate(node: ir.Node, resources: Resources) -> Estimate:
     flops = node_flops(node)
     moved = io_bytes(node)
     if isinstance(node, ir.PRODUCT_NODES):
-        rate = CALIBRATION["local_gemm_flops"] * (2 if node.type.dtype == "float32" else 1)
-        seconds = flops / rate
+        seconds = flops / _gemm_rate(node, False, resources)
     else:
-        seconds = moved / CALIBRATION["local_stream_bytes_per_s"]
+        seconds = moved / K["local_stream_bytes_per_s"]
     return Estimate(flops=flops, bytes_moved=0.0, task_memory=float(moved), seconds=seconds)
 
 
+# ---------------------------------------------------------------- shared by the Spark methods
+
+
+def _no_spark(resources: Resources) -> str | None:
+    if not resources.spark:
+        return "no Spark session may be used"
+    if resources.slots < 1:
+        return "no task slots"
+    return None
+
+
+def _parallel_rate(node: ir.Node, tasks: int, resources: Resources, per_core: float | None = None) -> float:
+    """GEMM rate of ``tasks`` concurrent tasks, never more than the cores that actually exist."""
+    cores = min(tasks * resources.task_cpus, resources.cores)
+    return (per_core or _gemm_rate(node, True, resources)) * max(1, cores)
+
+
+# ---------------------------------------------------------------- cannon
+
+
+def cannon_q(resources: Resources) -> int:
+    return max(1, math.isqrt(max(1, resources.slots)))
+
+
+def _cannon_memory(node: ir.Node, resources: Resources) -> float:
+    m, k, n = _dims(node)
+    q = cannon_q(resources)
+    size = _itemsize(node)
+    a, b, c = math.ceil(m / q) * math.ceil(k / q), math.ceil(k / q) * math.ceil(n / q), math.ceil(m / q) * math.ceil(n / q)
+    # The A and B blocks in use, the two arriving, and C (the exchange is double-buffered).
+    return float(size * (2 * a + 2 * b + c) + K["task_overhead_bytes"])
+
+
+def _cannon_rejects(node: ir.Node, resources: Resources) -> str | None:
+    if (why := _no_spark(resources)) is not None:
+        return why
+    if resources.dynamic_allocation:
+        return "dynamic allocation is on, and Spark rejects barrier stages then (SPARK-24942)"
+    q = cannon_q(resources)
+    if q * q > resources.slots:
+        return f"a {q}x{q} grid needs {q * q} slots, only {resources.slots}"
+    need = _cannon_memory(node, resources)
+    if need > resources.task_memory:
+        return f"needs {_gib(need)} per task, a task has {_gib(resources.task_memory)}"
+    return None
+
+
+def _cannon_estimate(node: ir.Node, resources: Resources) -> Estimate:
+    m, k, n = _dims(node)
+    q = cannon_q(resources)
+    size = _itemsize(node)
+    flops = node_flops(node)
+    # Each task passes q-1 A blocks and q-1 B blocks to its neighbours; the skew is folded into placement.
+    moved = size * (q - 1) * (m * k + k * n)
+    compute = flops / _parallel_rate(node, q * q, resources)
+    exchange = moved / K["peer_bytes_per_s"] / max(1, q * q)
+    # Exchange overlaps the products; only the part that does not fit under them shows.
+    seconds = K["cannon_stage_seconds"] + max(compute, exchange) + 0.1 * min(compute, exchange)
+    return Estimate(flops, float(moved), _cannon_memory(node, resources), seconds, stages=1)
+
+
+# ---------------------------------------------------------------- broadcast
+
+
+def _small_operand(node: ir.Node) -> tuple[str, int]:
+    a_bytes, b_bytes = node.a.type.nbytes, node.b.type.nbytes
+    return ("a", a_bytes) if a_bytes <= b_bytes else ("b", b_bytes)
+
+
+def _broadcast_rejects(node: ir.Node, resources: Resources) -> str | None:
+    if (why := _no_spark(resources)) is not None:
+        return why
+    side, small = _small_operand(node)
+    if small > resources.broadcast_max:
+        return f"the smaller operand is {_gib(small)}, over the {_gib(resources.broadcast_max)} broadcast limit"
+    return None
+
+
+def _broadcast_estimate(node: ir.Node, resources: Resources) -> Estimate:
+    side, small = _small_operand(node)
+    flops = node_flops(node)
+    tasks = resources.slots
+    moved = small * min(tasks, resources.executors) + node.type.nbytes  # broadcast + partial results
+    big = node.b if side == "a" else node.a
+    memory = small + big.type.nbytes / max(1, tasks) + node.type.nbytes / max(1, tasks)
+    seconds = (
+        K["spark_job_seconds"]
+        + flops / _parallel_rate(node, tasks, resources)
+        + moved / K["peer_bytes_per_s"]
+        + big.type.nbytes / K["jvm_python_bytes_per_s"] / max(1, min(tasks, resources.cores))
+    )
+    return Estimate(flops, float(moved), float(memory + K["task_overhead_bytes"]), seconds, stages=1)
+
+
+# ---------------------------------------------------------------- mllib
+
+
+def _mllib_memory(node: ir.Node, resources: Resources) -> float:
+    m, k, n = _dims(node)
+    # BlockMatrix.multiply gives each reducer a whole row strip of A and column strip of B.
+    p = max(1, resources.slots)
+    return float(8 * (m * k + k * n) / math.sqrt(p) + 8 * m * n / p + K["task_overhead_bytes"])
+
+
+def _mllib_rejects(node: ir.Node, resources: Resources) -> str | None:
+    if (why := _no_spark(resources)) is not None:
+        return why
+    need = _mllib_memory(node, resources)
+    if need > resources.task_memory:
+        return f"needs {_gib(need)} per task (row and column strips), a task has {_gib(resources.task_memory)}"
+    return None
+
+
+def _mllib_estimate(node: ir.Node, resources: Resources) -> Estimate:
+    m, k, n = _dims(node)
+    flops = node_flops(node)
+    p = max(1, resources.slots)
+    grid = max(1, math.isqrt(p))
+    moved = 8 * (m * k + k * n) * grid + 8 * m * n  # blocks replicated across the grid, then dense output
+    rate = _parallel_rate(node, p, resources, per_core=K["mllib_flops_per_core"])
+    # Each executor shuffles its share: aggregate bandwidth grows with the executors.
+    seconds = K["mllib_stage_seconds"] + flops / rate + moved / (K["shuffle_bytes_per_s"] * resources.executors)
+    return Estimate(flops, float(moved), _mllib_memory(node, resources), seconds, stages=3)
+
+
+# ---------------------------------------------------------------- spark (blockwise, non-product)
+
+
+def _spark_rejects(node: ir.Node, resources: Resources) -> str | None:
+    if (why := _no_spark(resources)) is not None:
+        return why
+    if isinstance(node, ir.Literal):
+        return "a driver-side array starts on the driver"
+    return None
+
+
+def _spark_estimate(node: ir.Node, resources: Resources) -> Estimate:
+    moved = io_bytes(node)
+    tasks = max(1, min(resources.slots, resources.cores))
+    seconds = K["spark_job_seconds"] + moved / K["local_stream_bytes_per_s"] / tasks
+    return Estimate(node_flops(node), 0.0, float(moved / max(1, resources.slots)), seconds, stages=1)
+
+
 LOCAL = Method("local", _local_rejects, _local_estimate)
-ALL = (LOCAL,)
+CANNON = Method("cannon", _cannon_rejects, _cannon_estimate, products_only=True, distributed=True)
+BROADCAST = Method("broadcast", _broadcast_rejects, _broadcast_estimate, products_only=True, distributed=True)
+MLLIB = Method("mllib", _mllib_rejects, _mllib_estimate, products_only=True, distributed=True)
+SPARK = Method("spark", _spark_rejects, _spark_estimate, distributed=True)
+PRODUCT_METHODS = (LOCAL, CANNON, BROADCAST, MLLIB)
+ALL = (LOCAL, CANNON, BROADCAST, MLLIB, SPARK)
+DISTRIBUTED = frozenset(m.name for m in ALL if m.distributed)

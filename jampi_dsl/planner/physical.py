@@ -17,7 +17,9 @@ from . import ir
 from .cost import Estimate, Resources
 from .graph import Program
 from .methods import ALL as ALL_METHODS
-from .methods import Method
+from .methods import DISTRIBUTED, LOCAL, PRODUCT_METHODS, SPARK, Method
+
+PRODUCT_METHOD_NAMES = tuple(m.name for m in PRODUCT_METHODS)
 
 
 @dataclass(frozen=True)
@@ -64,19 +66,18 @@ def _fmt(estimate: Estimate) -> str:
     return estimate.short()
 
 
-def _choose(node: ir.Node, resources: Resources, forced: str) -> Step:
-    is_product = isinstance(node, ir.PRODUCT_NODES)
+def _choose_product(node: ir.Node, resources: Resources, forced: str) -> Step:
     candidates: list[tuple[str, Estimate]] = []
     rejected: dict[str, str] = {}
     for name, method in _METHODS.items():
-        if method.products_only and not is_product:
+        if name not in PRODUCT_METHOD_NAMES:
             continue
         why_not = method.rejects(node, resources)
         if why_not is not None:
             rejected[name] = why_not
             continue
         candidates.append((name, method.estimate(node, resources)))
-    if is_product and forced != "auto":
+    if forced != "auto":
         if forced not in _METHODS:
             raise PlanError(f"--executor {forced}: that method is not available in this build", node.span)
         if forced in rejected:
@@ -87,16 +88,16 @@ def _choose(node: ir.Node, resources: Resources, forced: str) -> Step:
         return Step(node, forced, f"forced by --executor {forced}", chosen, runner_up, forced=True)
     if not candidates:
         details = "; ".join(f"{n}: {why}" for n, why in rejected.items())
-        raise PlanError(f"no method can run this {node.op} ({node.type}): {details}", node.span)
+        raise PlanError(f"no method can run this {node.op} ({node.type}) in the memory available: {details}", node.span)
     candidates.sort(key=lambda c: c[1].seconds)
     name, estimate = candidates[0]
     if len(candidates) > 1:
         other, other_estimate = candidates[1]
-        reason = f"cheapest: {_fmt(estimate)} vs {other} {_fmt(other_estimate)}"
+        reason = f"cheapest: {_fmt(estimate)}; runner-up {other} {_fmt(other_estimate)}"
         runner_up: tuple[str, Any] | None = (other, other_estimate)
     elif rejected:
         other, why = next(iter(rejected.items()))
-        reason = f"only method that applies ({other}: {why})"
+        reason = "only method that applies (" + "; ".join(f"{n}: {w}" for n, w in rejected.items()) + ")"
         runner_up = (other, why)
     else:
         reason = "only method available"
@@ -104,12 +105,65 @@ def _choose(node: ir.Node, resources: Resources, forced: str) -> Step:
     return Step(node, name, reason, estimate, runner_up)
 
 
+def _placements(nodes: list[ir.Node], products: dict[int, Step], resources: Resources) -> dict[int, str]:
+    """Which non-product nodes run distributed ("spark"): a node follows its inputs (forward),
+    and a matrix used only by distributed consumers is made where they run (backward), so a
+    generator or a file feeding a Spark product is produced by the tasks, never on the driver."""
+    distributed = {uid for uid, step in products.items() if step.method in DISTRIBUTED}
+    why: dict[int, str] = {}
+    users: dict[int, list[ir.Node]] = {}
+    for node in nodes:
+        for child in node.children:
+            users.setdefault(child.uid, []).append(node)
+
+    def can_distribute(node: ir.Node) -> bool:
+        if node.uid in products or SPARK.rejects(node, resources) is not None:
+            return False
+        return node.type.kind in ("matrix", "output") or isinstance(node, ir.Reduce)
+
+    def forward() -> None:
+        for node in nodes:
+            if node.uid in products or node.uid in distributed or not can_distribute(node):
+                continue
+            if any(c.uid in distributed and c.type.is_matrix for c in node.children):
+                distributed.add(node.uid)
+                why[node.uid] = "follows its distributed input"
+            elif LOCAL.rejects(node, resources) is not None:
+                distributed.add(node.uid)
+                why[node.uid] = f"too big for the driver ({LOCAL.rejects(node, resources)})"
+
+    forward()
+    for node in reversed(nodes):
+        if node.uid in products or node.uid in distributed or not node.type.is_matrix:
+            continue
+        consumers = users.get(node.uid, [])
+        if consumers and can_distribute(node) and all(c.uid in distributed for c in consumers):
+            distributed.add(node.uid)
+            why[node.uid] = "made by the tasks of its distributed consumers"
+    forward()
+    return {uid: why[uid] for uid in distributed if uid not in products}
+
+
+def _non_product_step(node: ir.Node, resources: Resources, placed: dict[int, str]) -> Step:
+    if node.uid in placed:
+        return Step(node, "spark", placed[node.uid], SPARK.estimate(node, resources))
+    why_not = LOCAL.rejects(node, resources)
+    if why_not is not None:
+        raise PlanError(f"no method can run this {node.op} ({node.type}): local: {why_not}; "
+                        f"spark: {SPARK.rejects(node, resources) or 'not placed'}", node.span)
+    reason = "on the driver: its inputs are local" if node.children else "on the driver"
+    return Step(node, "local", reason, LOCAL.estimate(node, resources))
+
+
 def lower(program: Program, resources: Resources | None = None, executor: str = "auto") -> PhysicalPlan:
     """Choose a method for every live node (after the rewrite passes)."""
     if executor not in FORCEABLE:
         raise PlanError(f"--executor must be one of {', '.join(FORCEABLE)}, got {executor!r}")
     resources = resources or Resources.local_only()
-    steps = tuple(_choose(node, resources, executor) for node in program.live_nodes())
+    nodes = program.live_nodes()
+    products = {n.uid: _choose_product(n, resources, executor) for n in nodes if isinstance(n, ir.PRODUCT_NODES)}
+    placed = _placements(nodes, products, resources)
+    steps = tuple(products.get(n.uid) or _non_product_step(n, resources, placed) for n in nodes)
     return PhysicalPlan(program, steps, resources)
 
 

@@ -1,0 +1,102 @@
+"""The rewrite passes, one per file, and the order they run in.
+
+Each pass is a pure function ``Program -> Program``: it builds new nodes rather
+than mutating, keeps sharing, and appends its name to ``program.applied`` when
+it changed something (``dead_code`` appends ``dead_code (dropped a, b)``; see
+:func:`dropped_names` and :func:`applied_passes`).
+
+Order (:data:`RULES`):
+
+1. ``dead_code`` first, so unused statements neither cost work in later passes
+   nor count as extra uses of the nodes they read (uses decide fusion and chains).
+2. ``scalar_folding`` before transposes: ``(A.T * 1) @ B`` must lose its ``* 1``
+   before the transpose can become a product flag.
+3. ``transpose_folding``: transposes become flags, ``(A@B).T`` becomes ``B.T@A.T``.
+4. ``scalar_folding`` again: pushing a transpose down can expose nested scalings
+   (``2 * (3 * (A@B)).T`` → ``2 * (3 * B.T@A.T)`` → ``6 * ...``).
+5. ``cse`` once the forms are canonical (``X*2``/``2*X``, ``(A@B).T``/``B.T@A.T``
+   merge), and before the chain pass, so a product computed twice is shared and
+   therefore a chain boundary. Steps 2–5 are local rewrites: ``optimize`` runs
+   them in one traversal.
+6. ``matrix_chain`` reorders the remaining single-use product chains.
+7. ``cse`` again: reordering can create products that exist elsewhere
+   (``A @ B @ v`` next to ``B @ v``).
+8. ``gemm_fusion`` last: it hides products inside ``Gemm`` nodes, so it runs
+   after the chain planner has seen them, and after the last CSE, so the
+   "product used once" test sees the final sharing.
+
+Every pass drops bindings to nodes it absorbed, so no later ``dead_code`` is needed.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterable
+
+from ..graph import Program
+from ._common import run_local_passes
+from .cse import cse
+from .dead_code import applied_passes, dead_code, dropped_names
+from .gemm_fusion import gemm_fusion
+from .matrix_chain import matrix_chain
+from .scalar_folding import scalar_folding
+from .transpose_folding import transpose_folding
+
+Pass = Callable[[Program], Program]
+
+RULES: tuple[Pass, ...] = (
+    dead_code,
+    scalar_folding,
+    transpose_folding,
+    scalar_folding,
+    cse,
+    matrix_chain,
+    cse,
+    gemm_fusion,
+)
+
+PASSES: dict[str, Pass] = {
+    p.__name__: p for p in (dead_code, transpose_folding, scalar_folding, cse, matrix_chain, gemm_fusion)
+}
+
+
+def optimize(program: Program, rules: Iterable[Pass] = RULES) -> Program:
+    """Apply ``rules`` in order.
+
+    Consecutive local passes (``scalar_folding``, ``transpose_folding``,
+    ``cse``: each rewrites a node from its already rewritten children) share one
+    bottom-up traversal, every node going through them in order; on a long
+    program each traversal rebuilds most of the DAG, so this saves three rebuilds.
+
+    The cyclic garbage collector is paused meanwhile: the passes build tens of
+    thousands of short-lived acyclic nodes on a large program (freed by
+    reference counting anyway), and full collections scanning the whole DAG
+    again and again would double the time."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        pending: list[Pass] = []  # consecutive local passes, run as one traversal
+        for rule in (*rules, None):
+            if rule is not None and hasattr(rule, "local_rule"):
+                pending.append(rule)
+                continue
+            if len(pending) == 1:
+                program = pending[0](program)
+            elif pending:
+                program = run_local_passes(program, pending)
+                after = getattr(pending[-1], "after", None)
+                if after is not None:
+                    program = after(program)
+            pending = []
+            if rule is not None:
+                program = rule(program)
+    finally:
+        if paused:
+            gc.enable()
+    return program
+
+
+__all__ = [
+    "PASSES", "RULES", "applied_passes", "cse", "dead_code", "dropped_names", "gemm_fusion", "matrix_chain",
+    "optimize", "scalar_folding", "transpose_folding",
+]

@@ -1,0 +1,254 @@
+"""C = A @ B: NumPy vs. jampi's Cannon barrier stage vs. MLlib ``BlockMatrix.multiply``.
+
+    python benchmarks/matmul.py [--sizes 2048 4096] [--with-8192] [--reps 3] [--no-mllib]
+
+All three multiply the same float64 matrices (``random(n, n)`` with seeds 1 and 2):
+
+- NumPy ``A @ B`` in this process, with all cores;
+- jampi Cannon on distributed blocks: A and B as DistMatrix in the 2×2 grid
+  layout, cached in Spark (made by the executors), product left distributed
+  and cached (what a following operation would consume); also Cannon with
+  the operands made inside its tasks (``random`` fed straight to the stage);
+- MLlib ``BlockMatrix.multiply`` on the same matrices cached in the JVM, at
+  block sizes n/8, n/4 and n/2 (its best is used for the ratio). The blocks
+  are built inside the JVM from the same bytes (one file read per block),
+  because PySpark's own NumPy → BlockMatrix conversion is far slower than the
+  product itself.
+
+Every timing is warm (one untimed run first) and the best of ``--reps``.
+Peak RSS per Cannon task is the kernel's high-water mark of the task's Python
+worker, reset at task start; the budget is 5 blocks + 64 MiB. This is a
+benchmark that prints; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+from jampi_dsl.executors.blockgen import generate
+from jampi_dsl.executors.cannon import CannonConfig, cannon_matmul
+from jampi_dsl.executors.distributed import DistMatrix
+from jampi_dsl.executors.sources import GeneratorSource
+from jampi_dsl.session import get_spark, stop_spark, task_slots
+
+MiB = 2**20
+
+
+def best_of(fn, reps: int, setup=None, teardown=None) -> tuple[float, object]:
+    """Warm-up run, then the best of ``reps`` timed runs; returns (seconds, last result)."""
+    times, result = [], None
+    for i in range(reps + 1):
+        if setup:
+            setup()
+        gc.collect()
+        t0 = time.perf_counter()
+        result = fn()
+        elapsed = time.perf_counter() - t0
+        if i:
+            times.append(elapsed)
+        if teardown and i < reps:
+            teardown(result)
+    return min(times), result
+
+
+# --- MLlib ------------------------------------------------------------------------------------
+
+
+def mllib_blas(spark) -> str:
+    try:
+        return (
+            spark.sparkContext._jvm.dev.ludovic.netlib.blas.BLAS.getInstance()
+            .getClass()
+            .getSimpleName()
+        )
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def mllib_block_matrix(spark, a: np.ndarray, bs: int, folder: str):
+    """A cached JVM ``BlockMatrix`` of ``a`` with square blocks of ``bs``, built without PySpark's converter."""
+    sc = spark.sparkContext
+    jvm, gw = sc._jvm, sc._gateway
+    n_r, n_c = -(-a.shape[0] // bs), -(-a.shape[1] // bs)
+    items = jvm.java.util.ArrayList()
+    order = jvm.java.nio.ByteOrder.LITTLE_ENDIAN
+    for i in range(n_r):
+        for j in range(n_c):
+            blk = np.ascontiguousarray(a[i * bs : (i + 1) * bs, j * bs : (j + 1) * bs], dtype="<f8")
+            path = os.path.join(folder, f"blk-{i}-{j}.bin")
+            blk.tofile(path)
+            raw = jvm.java.nio.file.Files.readAllBytes(
+                jvm.java.nio.file.Paths.get(path, gw.new_array(jvm.String, 0))
+            )
+            os.unlink(path)
+            values = gw.new_array(jvm.double, blk.size)
+            jvm.java.nio.ByteBuffer.wrap(raw).order(order).asDoubleBuffer().get(values)
+            # Row-major values: isTransposed=true in MLlib's column-major DenseMatrix.
+            mat = jvm.org.apache.spark.mllib.linalg.DenseMatrix(
+                blk.shape[0], blk.shape[1], values, True
+            )
+            items.add(jvm.scala.Tuple2(jvm.scala.Tuple2(i, j), mat))
+    rdd = sc._jsc.parallelize(items, n_r * n_c).rdd()
+    level = jvm.org.apache.spark.storage.StorageLevel.MEMORY_AND_DISK()
+    bm = jvm.org.apache.spark.mllib.linalg.distributed.BlockMatrix(
+        rdd, bs, bs, a.shape[0], a.shape[1]
+    )
+    bm.blocks().persist(level)
+    bm.blocks().count()
+    return bm
+
+
+def run_mllib(spark, a, b, want, n, reps, results):
+    level = spark.sparkContext._jvm.org.apache.spark.storage.StorageLevel.MEMORY_AND_DISK()
+    with tempfile.TemporaryDirectory(
+        dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+    ) as folder:
+        for bs in (n // 8, n // 4, n // 2):
+            ja = mllib_block_matrix(spark, a, bs, folder)
+            jb = mllib_block_matrix(spark, b, bs, folder)
+
+            def product(ja=ja, jb=jb):
+                c = ja.multiply(jb)
+                c.blocks().persist(level)
+                c.blocks().count()
+                return c
+
+            def drop(c):
+                c.blocks().unpersist(True)
+
+            secs, c = best_of(product, reps, teardown=drop)
+            # Spot-check a few entries of one block against NumPy.
+            first = c.blocks().first()
+            (bi, bj), mat = (first._1()._1(), first._1()._2()), first._2()
+            for r, col in ((0, 0), (mat.numRows() - 1, mat.numCols() - 1), (1, mat.numCols() // 2)):
+                got, ref = mat.apply(r, col), want[bi * bs + r, bj * bs + col]
+                assert abs(got - ref) <= 1e-9 * abs(ref), (
+                    f"MLlib differs from NumPy at {(bi, bj, r, col)}"
+                )
+            drop(c)
+            ja.blocks().unpersist(True)
+            jb.blocks().unpersist(True)
+            results[f"mllib_{bs}"] = secs
+            print(f"  MLlib BlockMatrix.multiply, block {bs:5d}: {secs:7.2f} s", flush=True)
+
+
+# --- Cannon -----------------------------------------------------------------------------------
+
+
+def run_cannon(spark, n, reps, results):
+    q = int(np.sqrt(task_slots(spark)))
+    block = (-(-n // q), -(-n // q))
+    sa = GeneratorSource("uniform", (n, n), np.float64, 1)
+    sb = GeneratorSource("uniform", (n, n), np.float64, 2)
+    da = DistMatrix.from_source(spark, sa, block).materialize()
+    db = DistMatrix.from_source(spark, sb, block).materialize()
+    block_bytes = block[0] * block[1] * 8
+    stats: list = []
+
+    def cached():
+        stats.clear()
+        return cannon_matmul(spark, da, db, config=CannonConfig(stats=stats))
+
+    secs, c = best_of(cached, reps, teardown=lambda r: r.unpersist())
+    rss = max(s["peak_rss"] for s in stats)
+    phases = {
+        k: max(s.get(k, 0.0) for s in stats)
+        for k in ("inputs_ready", "gemm", "gather_wait", "exchange_wait", "total")
+    }
+    results.update(
+        cannon=secs,
+        rss=rss,
+        budget=5 * block_bytes + 64 * MiB,
+        phases=phases,
+        stage=stats[0]["stage_seconds"],
+    )
+    check = c.rdd.first()
+    c.unpersist()
+    print(f"  jampi Cannon, cached DistMatrix inputs ({q}x{q}): {secs:7.2f} s", flush=True)
+    print(
+        "    per task (slowest): inputs ready {inputs_ready:.2f} s, block products {gemm:.2f} s, "
+        "waiting for peers {gather_wait:.2f} s, for blocks {exchange_wait:.2f} s, task {total:.2f} s".format(
+            **phases
+        )
+    )
+    print(
+        f"    peak RSS per task {rss / MiB:.0f} MiB (budget 5 blocks + 64 MiB = {(5 * block_bytes + 64 * MiB) / MiB:.0f} MiB)"
+    )
+
+    def from_sources():
+        return cannon_matmul(spark, sa, sb)
+
+    secs2, c2 = best_of(from_sources, reps, teardown=lambda r: r.unpersist())
+    c2.unpersist()
+    results["cannon_src"] = secs2
+    print(f"  jampi Cannon, operands made in the tasks:      {secs2:7.2f} s", flush=True)
+    da.unpersist()
+    db.unpersist()
+    return check
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
+    ap.add_argument("--with-8192", action="store_true", help="add n = 8192")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--no-mllib", action="store_true")
+    args = ap.parse_args()
+    sizes = sorted(set(args.sizes + ([8192] if args.with_8192 else [])))
+
+    spark = get_spark()
+    sc = spark.sparkContext
+    print(
+        f"# {time.strftime('%Y-%m-%d')}  {platform.node()}  {os.cpu_count()} cores  {sc.master}  "
+        f"slots {task_slots(spark)}  NumPy {np.__version__}  MLlib BLAS: {mllib_blas(spark)}"
+    )
+    rows = []
+    try:
+        for n in sizes:
+            print(f"n = {n}", flush=True)
+            a = generate("uniform", (n, n), np.float64, seed=1)
+            b = generate("uniform", (n, n), np.float64, seed=2)
+            res: dict = {}
+            res["numpy"], want = best_of(lambda a=a, b=b: a @ b, args.reps)
+            print(f"  NumPy A @ B: {res['numpy']:7.2f} s", flush=True)
+            key, blk = run_cannon(spark, n, args.reps, res)
+            bm, bn = blk.shape
+            assert np.allclose(blk, want[:bm, :bn], rtol=1e-10, atol=1e-8 * n), (
+                "Cannon result differs from NumPy"
+            )
+            if not args.no_mllib:
+                run_mllib(spark, a, b, want, n, args.reps, res)
+            rows.append((n, res))
+            del a, b, want
+            gc.collect()
+    finally:
+        stop_spark()
+
+    print()
+    print(
+        "| n | NumPy | Cannon (cached blocks) | Cannon / NumPy | Cannon (made in tasks) | MLlib best (block) | MLlib / Cannon | peak RSS per task (budget) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for n, r in rows:
+        mll = {k: v for k, v in r.items() if k.startswith("mllib_")}
+        if mll:
+            best = min(mll, key=mll.get)
+            mtext = f"{mll[best]:.2f} s ({best.split('_')[1]})"
+            ratio = f"{mll[best] / r['cannon']:.1f}x"
+        else:
+            mtext, ratio = "-", "-"
+        print(
+            f"| {n} | {r['numpy']:.2f} s | {r['cannon']:.2f} s | {r['cannon'] / r['numpy']:.2f}x | "
+            f"{r['cannon_src']:.2f} s | {mtext} | {ratio} | {r['rss'] / MiB:.0f} MiB ({r['budget'] / MiB:.0f}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()

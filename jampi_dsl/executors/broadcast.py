@@ -1,0 +1,91 @@
+"""The broadcast product: the small operand is shipped once to every executor
+and each task multiplies its blocks of the big operand by it; the big operand
+never moves (no shuffle of it, no barrier stage).
+
+For ``C = Big @ S`` the task holding Big's block (i, j) computes
+``Big[i, j] @ S[rows of block column j]``, a partial row strip of C; strips of
+one block row are summed (a shuffle of m×n partials, which is small because S
+is). ``C = S @ Big`` is the mirror image, by block columns.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from ..planner import ir
+from . import blocktasks as bt
+from .base import Executor, RunContext, handles
+from .distributed import DistMatrix
+from .spark import as_dist, combine_gemm, to_local
+
+
+def _partials(small_bc, big_on_left: bool, shape, block, items):
+    small = small_bc.value
+    for key, b in items:
+        (r0, r1), (c0, c1) = bt.bounds(key, shape, block)
+        if big_on_left:
+            yield (key[0], 0), b @ small[c0:c1, :]
+        else:
+            yield (0, key[1]), small[:, r0:r1] @ b
+
+
+def _sum_partials(dtype, items):
+    sums: dict = {}
+    for key, part in items:
+        if key in sums:
+            sums[key] += part
+        else:
+            sums[key] = np.array(part, dtype=dtype, copy=True)
+    yield from sums.items()
+
+
+def _big_operand(value: Any, transposed: bool, ctx: RunContext) -> DistMatrix:
+    matrix = as_dist(value, ctx)
+    # A recipe transposes for free (tasks read the transposed region); a cached matrix is shuffled once.
+    return matrix.transpose() if transposed else matrix
+
+
+def broadcast_product(ctx: RunContext, big: DistMatrix, small: np.ndarray, big_on_left: bool) -> DistMatrix:
+    sc = ctx.get_spark().sparkContext
+    dtype = np.result_type(big.dtype, small.dtype)
+    small = np.ascontiguousarray(small, dtype=dtype)
+    small_bc = sc.broadcast(small)
+    gr, gc = big.grid
+    if big_on_left:
+        shape, block, groups, along = (big.shape[0], small.shape[1]), (big.block[0], small.shape[1]), gr, gc
+    else:
+        shape, block, groups, along = (small.shape[0], big.shape[1]), (small.shape[0], big.block[1]), gc, gr
+    parts = big.rdd.mapPartitions(partial(_partials, small_bc, big_on_left, big.shape, big.block))
+    if along == 1:
+        # Each output block comes from exactly one input block, already in output order: no shuffle.
+        result = parts
+    else:
+        cols = 1 if big_on_left else groups
+        moved = parts.partitionBy(groups, bt.GridPartitioner(cols))
+        result = moved.mapPartitions(partial(_sum_partials, dtype), preservesPartitioning=True)
+    return DistMatrix(result, shape, block, dtype).materialize()
+
+
+class BroadcastExecutor(Executor):
+    name = "broadcast"
+    placement = "distributed"
+
+    @handles(ir.Gemm)
+    def gemm(self, node: ir.Gemm, inputs, ctx: RunContext):
+        return combine_gemm(node, self.matmul(node, inputs[:2], ctx), inputs[2], ctx)
+
+    @handles(ir.MatMul)
+    def matmul(self, node: ir.MatMul | ir.Gemm, inputs, ctx: RunContext):
+        a, b = inputs
+        # The planner picked broadcast because one side is small: the smaller one is shipped.
+        big_on_left = node.a.type.nbytes > node.b.type.nbytes
+        if big_on_left:
+            small = to_local(b)
+            small = small.T if node.trans_b else small
+            return broadcast_product(ctx, _big_operand(a, node.trans_a, ctx), small, True)
+        small = to_local(a)
+        small = small.T if node.trans_a else small
+        return broadcast_product(ctx, _big_operand(b, node.trans_b, ctx), small, False)

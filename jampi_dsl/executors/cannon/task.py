@@ -1,0 +1,423 @@
+"""What one Cannon barrier task runs on an executor.
+
+Order of work, chosen so the waits overlap with arithmetic:
+
+1. open this task's listener (its executor's host, an ephemeral port) and start
+   ``allGather("host:port")`` in a thread: Spark answers a barrier call only
+   after polling for a second, so the task meanwhile
+2. produces its round-0 operand blocks (read from a file, generated, or taken
+   from its partition, already skewed where the layout allowed) and
+3. multiplies them, while a sender and a receiver thread connect to the
+   left/up neighbours (authenticated, persistent links) and move the next
+   blocks into preallocated buffers; NumPy/BLAS release the GIL, so the
+   product and the copies run at once.
+4. q rounds later the C block goes out: to Spark (raw bytes) or straight into
+   the output ``.npy`` file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .channel import ChannelError, Credentials, Link, Listener, PeerTimeout, connect
+from .gemm import gemm_into
+from .layout import A_SHIFT, A_SKEW, B_SHIFT, B_SKEW, FaultSpec, Geometry
+from .util import (
+    ERROR_TAG,
+    CannonTaskError,
+    fault_exit,
+    peak_rss,
+    reset_peak_rss,
+    task_host,
+    trim_heap,
+)
+
+
+@dataclass(frozen=True)
+class OperandFeed:
+    """Where a task finds one operand's round-0 block.
+
+    ``source``: read it from a BlockSource (file or generator); ``placed``: the
+    partition holds exactly that block; ``aligned``: the partition holds the
+    block at the task's own grid index and the initial skew goes over the peer
+    links; ``pieces``: the partition holds pieces of it, from a Spark shuffle.
+    ``slot`` says which half of a zipped partition element belongs to it.
+    """
+
+    kind: str
+    source: Any = None
+    slot: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    geo: Geometry
+    a: OperandFeed
+    b: OperandFeed
+    stream: str  # partition content: "none", "single", "pair" or "pieces"
+    secret: bytes
+    stage: str
+    attempt: int
+    timeout: float
+    handshake_timeout: float
+    blas_threads: int
+    fault: FaultSpec | None = None
+    announce_dir: str | None = None
+    connect_delay: float = 0.0
+    npy_path: str | None = None
+    stats: Any = None  # a Spark accumulator of per-task stat dicts
+
+
+def fit_block(arr: np.ndarray, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """``arr`` as a writable C-contiguous ``shape`` block, zero-padded; no copy when it already is one."""
+    if arr.shape == shape and arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.writeable:
+        return arr
+    if arr.shape[0] > shape[0] or arr.shape[1] > shape[1]:
+        raise CannonTaskError(f"block of shape {arr.shape} does not fit the {shape} grid block")
+    out = np.zeros(shape, dtype)
+    out[: arr.shape[0], : arr.shape[1]] = arr
+    return out
+
+
+class TaskRun:
+    def __init__(self, spec: TaskSpec, ctx, t: int):
+        self.spec = spec
+        self.geo = spec.geo
+        self.ctx = ctx
+        self.t = t
+        self.dtype = np.dtype(spec.geo.dtype)
+        self.creds = Credentials(spec.secret, spec.stage, spec.attempt)
+        self.listener: Listener | None = None
+        self.out_links: dict[tuple[int, int], Link] = {}
+        self._out_lock = threading.Lock()
+        self._gathered = threading.Event()
+        self._addrs: list[str] | None = None
+        self._gather_error: BaseException | None = None
+        self.stats: dict[str, float] = {"task": t, "attempt": spec.attempt, "q": self.geo.q}
+
+    # --- faults and stats -------------------------------------------------------------
+    def fault(self, when: str) -> None:
+        f = self.spec.fault
+        if f is not None and f.hits(self.t, self.spec.attempt, when):
+            fault_exit()
+
+    def name(self) -> str:
+        i, j = self.geo.coords(self.t)
+        return f"task {self.t} (C block {i},{j}, attempt {self.spec.attempt})"
+
+    # --- network setup ----------------------------------------------------------------
+    def holder(self, stored: tuple[int, int]) -> int:
+        """Task whose partition holds stored block ``stored`` in the aligned layout."""
+        return self.geo.task(*stored)
+
+    def skew_peers(self, operand: str) -> tuple[int, int] | None:
+        """(send to, receive from) of the initial skew, or None when the block stays put."""
+        geo, t = self.geo, self.t
+        own = geo.coords(t)
+        if operand == "A":
+            dest, src = geo.a_owner(own), self.holder(geo.a_home(t))
+        else:
+            dest, src = geo.b_owner(own), self.holder(geo.b_home(t))
+        return None if dest == t and src == t else (dest, src)
+
+    def start_network(self) -> None:
+        geo, t = self.geo, self.t
+        expected: set[tuple[int, int]] = set()
+        if geo.q > 1:
+            expected |= {(geo.right(t), A_SHIFT), (geo.down(t), B_SHIFT)}
+        for operand, feed, channel in (("A", self.spec.a, A_SKEW), ("B", self.spec.b, B_SKEW)):
+            if feed.kind == "aligned":
+                peers = self.skew_peers(operand)
+                if peers is not None and peers[1] != t:
+                    expected.add((peers[1], channel))
+        if geo.q == 1:
+            self._gathered.set()
+            return
+        host = task_host(self.ctx, self.t)
+        self.listener = Listener(
+            host,
+            self.creds,
+            local=t,
+            expected=expected,
+            handshake_timeout=self.spec.handshake_timeout,
+        ).start()
+        if self.spec.announce_dir:
+            path = os.path.join(self.spec.announce_dir, f"task-{t}-attempt-{self.spec.attempt}")
+            with open(path + ".tmp", "w") as fh:
+                fh.write(self.listener.address)
+            os.replace(path + ".tmp", path)
+        threading.Thread(target=self._gather, name=f"cannon-gather-{t}", daemon=True).start()
+
+    def _gather(self) -> None:
+        try:
+            self._addrs = list(self.ctx.allGather(self.listener.address))
+        except BaseException as exc:  # noqa: BLE001 - reported by whoever waits
+            self._gather_error = exc
+        finally:
+            self._gathered.set()
+
+    def addresses(self) -> list[str]:
+        t0 = time.perf_counter()
+        if not self._gathered.wait(self.spec.timeout):
+            raise PeerTimeout(
+                f"{self.name()}: peer discovery (allGather) took more than {self.spec.timeout:g}s"
+            )
+        self.stats["gather_wait"] = self.stats.get("gather_wait", 0.0) + time.perf_counter() - t0
+        if self._gather_error is not None:
+            raise CannonTaskError(f"{self.name()}: allGather failed: {self._gather_error}")
+        return self._addrs
+
+    def out_link(self, peer: int, channel: int) -> Link:
+        with self._out_lock:
+            link = self.out_links.get((peer, channel))
+            if link is None:
+                addrs = self.addresses()
+                self.fault("after-gather")
+                if self.spec.connect_delay and not self.out_links:
+                    time.sleep(self.spec.connect_delay)
+                host, port = addrs[peer].rsplit(":", 1)
+                link = connect(
+                    host.strip("[]"),
+                    int(port),
+                    self.creds,
+                    local=self.t,
+                    peer=peer,
+                    channel=channel,
+                    timeout=self.spec.timeout,
+                )
+                self.out_links[(peer, channel)] = link
+            return link
+
+    def in_link(self, peer: int, channel: int) -> Link:
+        return self.listener.wait(peer, channel, self.spec.timeout)
+
+    def close_network(self) -> None:
+        for link in self.out_links.values():
+            link.close()
+        if self.listener is not None:
+            self.listener.close()
+
+    # --- moving blocks ------------------------------------------------------------------
+    def transfer(self, sends, recvs, step: int) -> threading.Thread:
+        """Start sending ``[(peer, channel, arr)]`` and receiving ``[(peer, channel, out)]``.
+
+        Returns a joiner thread handle; call :meth:`finish` with it.
+        """
+        errors: list[BaseException] = []
+
+        def guard(fn):
+            def run():
+                try:
+                    fn()
+                except BaseException as exc:  # noqa: BLE001 - re-raised by finish()
+                    errors.append(exc)
+                    self.abort_links()
+
+            return run
+
+        def do_send():
+            for peer, channel, arr in sends:
+                link = self.out_link(peer, channel)
+                abort = None
+                if step == 0 and channel in (A_SHIFT, A_SKEW) and self.spec.fault is not None:
+                    if self.spec.fault.hits(self.t, self.spec.attempt, "mid-exchange"):
+                        abort = max(1, arr.nbytes // 2)
+                link.send(arr, step, self.spec.timeout, abort_after=abort)
+
+        def do_recv():
+            for peer, channel, out in recvs:
+                self.in_link(peer, channel).recv(step, out, self.spec.timeout)
+
+        threads = [
+            threading.Thread(target=guard(do_send), daemon=True),
+            threading.Thread(target=guard(do_recv), daemon=True),
+        ]
+        for th in threads:
+            th.start()
+        return threads, errors
+
+    def finish(self, handle) -> None:
+        threads, errors = handle
+        t0 = time.perf_counter()
+        for th in threads:
+            th.join()
+        self.stats["exchange_wait"] = (
+            self.stats.get("exchange_wait", 0.0) + time.perf_counter() - t0
+        )
+        if errors:
+            exc = errors[0]
+            if isinstance(exc, ChannelError | CannonTaskError):
+                text = str(exc).removeprefix(ERROR_TAG).strip()
+                raise CannonTaskError(
+                    text if text.startswith(self.name()) else f"{self.name()}: {text}"
+                ) from exc
+            raise CannonTaskError(f"{self.name()}: exchange failed: {exc!r}") from exc
+
+    def abort_links(self) -> None:
+        """Unblock the other exchange thread after a failure."""
+        for link in list(self.out_links.values()):
+            link.close()
+        if self.listener is not None:
+            self.listener.close()
+
+    # --- inputs ---------------------------------------------------------------------------
+    def read_inputs(self, iterator) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        geo, spec = self.geo, self.spec
+        shapes = {"A": geo.a_stored_shape(), "B": geo.b_stored_shape()}
+        element: Any = None
+        pieces: list = []
+        if spec.stream in ("single", "pair"):
+            element = next(iterator, None)
+            if element is None:
+                raise CannonTaskError(f"{self.name()}: its input partition is empty")
+        elif spec.stream == "pieces":
+            pieces = [value for _, value in iterator]
+        # Read the partition to its end in every case: PySpark returns a Python worker to
+        # its pool only when the task consumed all its input (else the next stage pays
+        # for a fresh worker and its imports).
+        for _extra in iterator:
+            if spec.stream in ("single", "pair"):
+                raise CannonTaskError(f"{self.name()}: more than one block in its input partition")
+        blocks: dict[str, np.ndarray] = {}
+        for operand, feed in (("A", spec.a), ("B", spec.b)):
+            shape = shapes[operand]
+            home = geo.a_home(self.t) if operand == "A" else geo.b_home(self.t)
+            if feed.kind == "source":
+                (r0, r1), (c0, c1) = geo.stored_region(operand, home)
+                src = feed.source
+                if np.dtype(src.dtype) == self.dtype:
+                    blocks[operand] = src.region(
+                        (r0, r1), (c0, c1), out=np.empty(shape, self.dtype)
+                    )
+                else:
+                    blocks[operand] = fit_block(src.region((r0, r1), (c0, c1)), shape, self.dtype)
+            elif feed.kind == "pieces":
+                buf = np.zeros(shape, self.dtype)
+                for op, pr, pc, piece in pieces:
+                    if op == operand:
+                        buf[pr : pr + piece.shape[0], pc : pc + piece.shape[1]] = piece
+                blocks[operand] = buf
+            else:
+                key, arr = element if feed.slot is None else element[feed.slot]
+                want = home if feed.kind == "placed" else geo.coords(self.t)
+                if tuple(key) != want:
+                    raise CannonTaskError(
+                        f"{self.name()}: got {operand} block {tuple(key)}, expected {want}"
+                    )
+                blocks[operand] = fit_block(arr, shape, self.dtype)
+        element = None
+        spares: dict[str, np.ndarray] = {}
+        sends, recvs = [], []
+        for operand, feed, channel in (("A", spec.a, A_SKEW), ("B", spec.b, B_SKEW)):
+            peers = self.skew_peers(operand) if feed.kind == "aligned" else None
+            if peers is None:
+                continue
+            dest, src = peers
+            out = np.empty(shapes[operand], self.dtype)
+            if dest != self.t:
+                sends.append((dest, channel, blocks[operand]))
+            if src != self.t:
+                recvs.append((src, channel, out))
+            spares[operand] = blocks[operand]
+            blocks[operand] = out
+        if sends or recvs:
+            self.finish(self.transfer(sends, recvs, 0))
+        return blocks["A"], blocks["B"], spares
+
+    # --- the rounds -----------------------------------------------------------------------
+    def multiply(self, a: np.ndarray, b: np.ndarray, spares: dict[str, np.ndarray]) -> np.ndarray:
+        geo, t = self.geo, self.t
+        c = np.empty((geo.bm, geo.bn), self.dtype)
+        a_next = spares.pop("A", None)
+        b_next = spares.pop("B", None)
+        gemm_time = 0.0
+        for r in range(geo.q):
+            handle = None
+            if r < geo.q - 1:
+                if a_next is None:
+                    a_next = np.empty_like(a)
+                if b_next is None:
+                    b_next = np.empty_like(b)
+                handle = self.transfer(
+                    [(geo.left(t), A_SHIFT, a), (geo.up(t), B_SHIFT, b)],
+                    [(geo.right(t), A_SHIFT, a_next), (geo.down(t), B_SHIFT, b_next)],
+                    r,
+                )
+            t0 = time.perf_counter()
+            gemm_into(a, geo.trans_a, b, geo.trans_b, c, accumulate=r > 0)
+            gemm_time += time.perf_counter() - t0
+            if handle is not None:
+                self.finish(handle)
+                a, a_next = a_next, a
+                b, b_next = b_next, b
+        self.stats["gemm"] = gemm_time
+        return c
+
+    # --- output ---------------------------------------------------------------------------
+    def write_npy(self, c: np.ndarray) -> None:
+        geo = self.geo
+        i, j = geo.coords(self.t)
+        rows, cols = geo.c_shape(i, j)
+        mm = np.lib.format.open_memmap(self.spec.npy_path, mode="r+")
+        try:
+            if mm.shape != (geo.m, geo.n) or mm.dtype != self.dtype:
+                raise CannonTaskError(
+                    f"{self.name()}: output file is {mm.shape} {mm.dtype}, expected {(geo.m, geo.n)} {self.dtype}"
+                )
+            mm[i * geo.bm : i * geo.bm + rows, j * geo.bn : j * geo.bn + cols] = c[:rows, :cols]
+            mm.flush()
+        finally:
+            del mm
+
+
+def run_task(spec: TaskSpec, iterator):
+    """The barrier task body (a generator: it yields this task's C block, or nothing)."""
+    from pyspark import BarrierTaskContext
+
+    ctx = BarrierTaskContext.get()
+    run = TaskRun(spec, ctx, ctx.partitionId())
+    start = time.perf_counter()
+    run.fault("start")
+    trim_heap()
+    measured = reset_peak_rss()
+    from threadpoolctl import threadpool_limits
+
+    try:
+        with threadpool_limits(limits=spec.blas_threads, user_api="blas"):
+            run.start_network()
+            a, b, spares = run.read_inputs(iterator)
+            run.stats["inputs_ready"] = time.perf_counter() - start
+            c = run.multiply(a, b, spares)
+            del a, b, spares
+    except CannonTaskError:
+        raise
+    except ChannelError as exc:
+        raise CannonTaskError(f"{run.name()}: {exc}") from exc
+    finally:
+        run.close_network()
+    run.stats["compute_done"] = time.perf_counter() - start
+    run.fault("before-output")
+    geo = spec.geo
+    i, j = geo.coords(run.t)
+    if spec.npy_path is not None:
+        run.write_npy(c)
+        del c
+    else:
+        rows, cols = geo.c_shape(i, j)
+        block = c if (rows, cols) == c.shape else np.ascontiguousarray(c[:rows, :cols])
+        del c
+        yield (i, j), block
+        del block
+    run.stats["total"] = time.perf_counter() - start
+    run.stats["peak_rss"] = peak_rss() if measured else float("nan")
+    run.stats["block_bytes"] = (
+        max(geo.bm * geo.bk, geo.bk * geo.bn, geo.bm * geo.bn) * np.dtype(geo.dtype).itemsize
+    )
+    if spec.stats is not None:
+        spec.stats.add([run.stats])

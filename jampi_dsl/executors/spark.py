@@ -1,0 +1,181 @@
+"""The distributed executors: blockwise work on DistMatrix values ("spark"),
+and the product methods that produce them (cannon, broadcast, mllib).
+
+Values here are DistMatrix (possibly still a recipe: ``source`` set and not
+cached, so its blocks are made by whichever tasks use them), NumPy arrays that
+happen to come from the driver, or Python floats.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..planner import ir
+from . import io
+from .base import Executor, OutputValue, RunContext, handles
+from .distributed import DistMatrix, choose_block
+from .local import format_value
+from .sources import GeneratorSource, NpySource
+
+
+def slots(ctx: RunContext) -> int:
+    from ..session import task_slots
+
+    return task_slots(ctx.get_spark())
+
+
+def default_block(ctx: RunContext, shape: tuple[int, int], dtype: str) -> tuple[int, int]:
+    return choose_block(shape, slots(ctx), np.dtype(dtype).itemsize)
+
+
+def as_dist(value: Any, ctx: RunContext, like: DistMatrix | None = None) -> DistMatrix:
+    """A DistMatrix for ``value``, on ``like``'s layout when given (a driver array is shipped once)."""
+    if isinstance(value, DistMatrix):
+        if like is not None and value.layout != like.layout:
+            return value.rechunk(like.block)
+        return value
+    array = np.asarray(value)
+    block = like.block if like is not None else default_block(ctx, array.shape, str(array.dtype))
+    return DistMatrix.from_numpy(ctx.get_spark(), array, block)
+
+
+def to_local(value: Any) -> Any:
+    if isinstance(value, DistMatrix):
+        if value.source is not None and not value.is_cached:
+            # Still a recipe: make it here rather than run a job and collect it.
+            return value.source.region((0, value.shape[0]), (0, value.shape[1]))
+        return value.to_numpy()
+    return value
+
+
+def shares_files(ctx: RunContext) -> bool:
+    """Executors see the driver's files: local mode, or a cluster whose master is on this machine."""
+    master = ctx.get_spark().sparkContext.master
+    return master.startswith("local") or bool(re.match(r"spark://(127\.|localhost[:/])", master))
+
+
+class SparkExecutor(Executor):
+    """Non-product nodes whose inputs (or consumers) are distributed."""
+
+    name = "spark"
+    placement = "distributed"
+
+    @handles(ir.Generate)
+    def generate(self, node: ir.Generate, inputs, ctx: RunContext):
+        source = GeneratorSource(node.kind, node.shape, node.dtype, node.seed)
+        return DistMatrix.from_source(ctx.get_spark(), source, default_block(ctx, node.shape, node.dtype))
+
+    @handles(ir.Load)
+    def load(self, node: ir.Load, inputs, ctx: RunContext):
+        options = dict(node.options)
+        if node.format == "npy" and shares_files(ctx):
+            source = NpySource.open(node.path)
+            if source.shape != node.shape:
+                raise InputError(f"{node.path} changed since the plan was made", node.span)
+            if source.dtype != np.dtype(node.dtype):
+                source = NpySource(source.path, source.shape, node.dtype, source.fortran_order, source.offset,
+                                   file_dtype=source.file_dtype)
+            matrix = DistMatrix.from_source(ctx.get_spark(), source, default_block(ctx, node.shape, node.dtype))
+        else:
+            array = io.load_local(node.path, node.format, node.dtype, node.shape, options, node.span)
+            matrix = as_dist(array, ctx)
+        if options.get("finite"):
+            bad = matrix.map_blocks(lambda b: (~np.isfinite(b)).astype(b.dtype)).sum()
+            if bad:
+                raise InputError(f"{node.path} has {int(bad)} non-finite values (finite=true)", node.span)
+        return matrix
+
+    @handles(ir.Transpose)
+    def transpose(self, node, inputs, ctx):
+        return as_dist(inputs[0], ctx).transpose()
+
+    @handles(ir.Binary)
+    def binary(self, node: ir.Binary, inputs, ctx: RunContext):
+        a, b = inputs
+        if isinstance(a, float):
+            return as_dist(b, ctx).scalar(node.operator, a, scalar_on_left=True)
+        if isinstance(b, float):
+            return as_dist(a, ctx).scalar(node.operator, b)
+        left = a if isinstance(a, DistMatrix) else None
+        if left is None:
+            right = as_dist(b, ctx)
+            return as_dist(a, ctx, like=right).elementwise(node.operator, right)
+        return left.elementwise(node.operator, as_dist(b, ctx, like=left))
+
+    @handles(ir.Unary)
+    def unary(self, node: ir.Unary, inputs, ctx):
+        return as_dist(inputs[0], ctx).unary(node.operator)
+
+    @handles(ir.Reduce)
+    def reduce(self, node: ir.Reduce, inputs, ctx):
+        matrix = as_dist(inputs[0], ctx)
+        return float({"sum": matrix.sum, "trace": matrix.trace, "norm": matrix.norm}[node.operator]())
+
+    @handles(ir.Save)
+    def save(self, node: ir.Save, inputs, ctx: RunContext):
+        (x,) = inputs
+        if node.format == "npy" and isinstance(x, DistMatrix) and shares_files(ctx):
+            # Each task writes its own block into the file: the matrix never passes through the driver.
+            ctx.staged.stage(node.path, x.save_npy)
+            ctx.emit(OutputValue("save", node.path, None, f"saved {node.path}"))
+            return None
+        array = to_local(x)
+        io.save_local(ctx.staged, node.path, node.format, array, dict(node.options))
+        ctx.emit(OutputValue("save", node.path, array, f"saved {node.path}"))
+        return None
+
+    @handles(ir.Print)
+    def print_(self, node: ir.Print, inputs, ctx: RunContext):
+        value = to_local(inputs[0])
+        ctx.emit(OutputValue("print", node.label, value, format_value(node.label, value)))
+        return None
+
+    @handles(ir.Result)
+    def result(self, node: ir.Result, inputs, ctx: RunContext):
+        ctx.emit(OutputValue("result", node.label, to_local(inputs[0])))
+        return None
+
+
+def _operand(value: Any, ctx: RunContext):
+    """What a product task reads: a recipe's source (tasks make their own blocks), else a DistMatrix."""
+    if isinstance(value, DistMatrix) and value.source is not None and not value.is_cached:
+        return value.source
+    return as_dist(value, ctx)
+
+
+def combine_gemm(node: ir.Gemm, product: DistMatrix, c: Any, ctx: RunContext) -> DistMatrix:
+    out = product if node.alpha == 1.0 else product.scalar("*", node.alpha)
+    if node.beta == 0.0:
+        return out
+    addend = as_dist(c, ctx, like=out)
+    if node.beta == 1.0:
+        return out.elementwise("+", addend)
+    if node.beta == -1.0:
+        return out.elementwise("-", addend)
+    return out.elementwise("+", addend.scalar("*", node.beta))
+
+
+class CannonExecutor(Executor):
+    name = "cannon"
+    placement = "distributed"
+
+    def _product(self, node, a, b, ctx: RunContext) -> DistMatrix:
+        from .cannon import CannonConfig, cannon_matmul
+
+        config = ctx.options.get("cannon_config") or CannonConfig()
+        return cannon_matmul(ctx.get_spark(), _operand(a, ctx), _operand(b, ctx),
+                             trans_a=node.trans_a, trans_b=node.trans_b, config=config)
+
+    @handles(ir.MatMul)
+    def matmul(self, node: ir.MatMul, inputs, ctx: RunContext):
+        return self._product(node, inputs[0], inputs[1], ctx)
+
+    @handles(ir.Gemm)
+    def gemm(self, node: ir.Gemm, inputs, ctx: RunContext):
+        a, b, c = inputs
+        return combine_gemm(node, self._product(node, a, b, ctx), c, ctx)
+

@@ -1,0 +1,314 @@
+"""What the rewrite passes share: a fast walk (postorder, use counts, liveness),
+and a bottom-up rebuilder that knows which rebuilt nodes have exactly one user.
+
+A rule may only restructure a node nobody else uses ("exclusive"): turning a
+shared ``A @ B`` into ``B.T @ A.T`` for one consumer would compute the product
+twice. Counting uses on the original DAG is not enough once rules return
+existing nodes (``A.T.T -> A`` gives ``A`` a new parent) or CSE merges nodes,
+so the rebuilder keeps user counts for the program being built.
+
+Speed matters here (a 10,000-statement program is a DAG tens of thousands of
+nodes deep, rebuilt by several passes), so children are read through cached
+``attrgetter``s and each pass walks the program once.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import fields, replace
+from operator import attrgetter
+from typing import Any
+
+from ..graph import Program
+from ..ir import Node
+
+_KIDS: dict[type, Callable[[Node], tuple[Node, ...]]] = {}
+_INIT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def kids(node: Node) -> tuple[Node, ...]:
+    """``node.children``, several times faster."""
+    getter = _KIDS.get(type(node))
+    if getter is None:
+        names = type(node).CHILDREN
+        if not names:
+            def getter(n):
+                return ()
+        elif len(names) == 1:
+            one = attrgetter(names[0])
+
+            def getter(n):
+                return (one(n),)
+        else:
+            getter = attrgetter(*names)
+        _KIDS[type(node)] = getter
+    return getter(node)
+
+
+def with_kids(node: Node, children: tuple[Node, ...]) -> Node:
+    """``node.with_children(children)`` for children known to differ (no identity check)."""
+    cls = type(node)
+    names = _INIT_FIELDS.get(cls)
+    if names is None:
+        names = tuple(f.name for f in fields(cls) if f.init and f.name not in cls.CHILDREN)
+        _INIT_FIELDS[cls] = names
+    kwargs: dict[str, Any] = {name: getattr(node, name) for name in names}
+    kwargs.update(zip(cls.CHILDREN, children, strict=True))
+    return cls(**kwargs)
+
+
+def postorder(roots: Iterable[Node], seen: set[int] | None = None) -> list[Node]:
+    """Same order as :func:`graph.postorder` (children before parents, roots in
+    order). Nodes whose uid is in ``seen`` are skipped (and ``seen`` is extended)."""
+    order: list[Node] = []
+    seen = set() if seen is None else seen
+    for root in roots:
+        if root.uid in seen:
+            continue
+        seen.add(root.uid)
+        stack: list[tuple[Node, Iterator[Node]]] = [(root, iter(kids(root)))]
+        while stack:
+            node, it = stack[-1]
+            child = next(it, None)
+            if child is None:
+                stack.pop()
+                order.append(node)
+            elif child.uid not in seen:
+                seen.add(child.uid)
+                stack.append((child, iter(kids(child))))
+    return order
+
+
+def reachable(roots: Iterable[Node]) -> set[int]:
+    return {node.uid for node in postorder(roots)}
+
+
+class Walk:
+    """One traversal of a program: every node (``program.nodes()`` order), the
+    uses of each (with multiplicity: ``A @ A`` uses ``A`` twice; binding a name
+    is not a use, printing is) and the uids that reach an output.
+
+    :meth:`of` remembers the walk of the most recent program (by identity), and
+    :func:`finish` hands the next pass the walk of the program it built, so a
+    pass that changes nothing costs one traversal and the next pass none."""
+
+    def __init__(self, nodes: list[Node], live: set[int]):
+        self.nodes = nodes
+        self.live = live
+        uses: dict[int, int] = {}
+        get = uses.get
+        for node in nodes:
+            for child in kids(node):
+                uses[child.uid] = get(child.uid, 0) + 1
+        self.uses = uses
+
+    @classmethod
+    def of(cls, program: Program) -> Walk:
+        memo = _memo(program)
+        walk = memo.get("walk")
+        if walk is None:
+            seen: set[int] = set()
+            live_nodes = postorder(program.outputs, seen)
+            live = set(seen)
+            walk = cls(live_nodes + postorder((n for _, n in program.bindings), seen), live)
+            memo["walk"] = walk
+        return walk
+
+
+_memo_slot: tuple[weakref.ref, dict[str, Any]] | None = None
+
+
+def _memo(program: Program) -> dict[str, Any]:
+    """Facts about the most recently seen program (passes run one after another).
+    One slot, read and replaced whole, so concurrent planners only miss, never
+    mix; emptied when its program is freed, so it keeps no DAG alive."""
+    global _memo_slot
+    slot = _memo_slot
+    if slot is not None and slot[0]() is program:
+        return slot[1]
+    data: dict[str, Any] = {}
+    _memo_slot = (weakref.ref(program, _forget), data)
+    return data
+
+
+def _forget(ref: weakref.ref) -> None:
+    global _memo_slot
+    slot = _memo_slot
+    if slot is not None and slot[0] is ref:
+        _memo_slot = None
+
+
+def remember(program: Program, key: str, value: Any = True) -> Program:
+    _memo(program)[key] = value
+    return program
+
+
+def recall(program: Program, key: str) -> Any:
+    return _memo(program).get(key)
+
+
+def use_counts(program: Program) -> dict[int, int]:
+    return Walk.of(program).uses
+
+
+class Rebuilder:
+    """Rebuild a program bottom-up, each node once (so sharing is kept), after
+    its children: :meth:`run` for a rule that also looks at the original node,
+    :meth:`run_local` for local rules (several passes in one traversal).
+
+    It keeps a count of the users each rebuilt node has in the program being
+    built, so rules can ask :meth:`exclusive` before restructuring a node. Rules
+    keep the count right by calling :meth:`adopt` when they use a grandchild
+    directly, :meth:`retain`/:meth:`release` when they add or drop a use of an
+    existing node some other way. Counts err on the high side (a node may look
+    shared when it is not), never the low side."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.walk = Walk.of(program)
+        self.uses = self.walk.uses
+        self.mapping: dict[int, Node] = {}  # original uid -> replacement
+        self._images: set[int] = set()  # uids of nodes some original became
+        self._refs: dict[int, int] = {}  # uid -> users in the new program (a fresh node starts at 1)
+        self._moved: set[int] = set()  # adopted while rewriting the current node
+        # Exclusive nodes a rule restructured away: dead, so CSE must not merge new
+        # nodes into them (that would count users for them, while their only
+        # users are the new ones).
+        self.consumed: set[int] = set()
+
+    # ------------------------------------------------------------ user counts
+
+    def exclusive(self, node: Node) -> bool:
+        """True if ``node`` (a rebuilt node) has exactly one user in the program being built."""
+        return self._refs.get(node.uid, 1) == 1
+
+    def retain(self, node: Node) -> Node:
+        """A rule gave ``node`` one more user."""
+        self._refs[node.uid] = self._refs.get(node.uid, 1) + 1
+        return node
+
+    def release(self, node: Node) -> None:
+        """A rule dropped one use of ``node`` (its user was merged away)."""
+        self._refs[node.uid] = self._refs.get(node.uid, 1) - 1
+
+    def is_final(self, node: Node) -> bool:
+        """True if ``node`` is what some original node became (done, maybe shared)."""
+        return node.uid in self._images
+
+    def adopt(self, parent: Node, node: Node) -> Node:
+        """A rule uses ``node``, a child of ``parent``, directly, bypassing ``parent``.
+        If ``parent`` lives on for other users, ``node`` now has one more; if not,
+        ``parent`` is dead (consumed) and the use just moved."""
+        if self.exclusive(parent):
+            self.consumed.add(parent.uid)
+            self._moved.add(node.uid)
+        else:
+            self.retain(node)
+        return node
+
+    # ------------------------------------------------------------ the walk
+
+    def _rebuilt(self, node: Node) -> Node:
+        children = kids(node)
+        if children:
+            new = tuple([self.mapping[c.uid] for c in children])
+            if new != children:  # tuples compare elements by identity first; nodes have no __eq__
+                return with_kids(node, new)
+        return node
+
+    def _record(self, node: Node, rebuilt: Node, out: Node) -> None:
+        """``node`` (original) became ``out``: ``out``'s users are now also ``node``'s."""
+        self.mapping[node.uid] = out
+        uid, users = out.uid, self.uses.get(node.uid, 0)
+        refs = self._refs
+        if out is rebuilt:
+            refs[uid] = users
+        elif uid not in self._images:
+            refs[uid] = refs.get(uid, 1) - 1 + users  # a new node, so far used only where it was made
+        elif uid in self._moved or any(c is out for c in kids(rebuilt)):
+            refs[uid] += users - 1  # x*1 -> x: the use by the rewritten node passes to its users
+        else:
+            refs[uid] += users
+        self._images.add(uid)
+        self._moved.clear()
+
+    def run(self, fn: Callable[[Node, Node, Rebuilder], Node], name: str) -> Program:
+        """One rule that may look at the original node as well as the rebuilt one."""
+        changed = False
+        for node in self.walk.nodes:
+            rebuilt = self._rebuilt(node)
+            out = fn(node, rebuilt, self)
+            if out is not rebuilt and out.type != node.type:
+                out = rebuilt  # a rule must never change a type; keep the safe form
+            changed = changed or out is not node
+            self._record(node, rebuilt, out)
+        if not changed:
+            return self.program
+        return finish(self.program, self.mapping, (name,), self.walk.live)
+
+    def run_local(self, steps: list[tuple[str, LocalRule]]) -> Program:
+        """Local rules ``rule(node, rb) -> node``, applied in order to each node
+        once its children are final: several passes in one traversal."""
+        fired = [False] * len(steps)
+        changed = False
+        for node in self.walk.nodes:
+            out = rebuilt = self._rebuilt(node)
+            for i, (_, rule) in enumerate(steps):
+                new = rule(out, self)
+                if new is not out and new.type == out.type:  # a rule must never change a type
+                    fired[i] = True
+                    out = new
+                    if self.is_final(out):
+                        # An existing node (x*1 -> x): already through every rule, and
+                        # used elsewhere, so no rule may rewrite it as if it were this one.
+                        break
+            changed = changed or out is not node
+            self._record(node, rebuilt, out)
+        if not changed:
+            return self.program
+        names = tuple(name for (name, _), f in zip(steps, fired, strict=True) if f)
+        return finish(self.program, self.mapping, names, self.walk.live)
+
+
+LocalRule = Callable[[Node, Rebuilder], Node]
+
+
+def local_pass(name: str, make_rule: Callable[[], LocalRule]) -> Callable[[Program], Program]:
+    """A pass made of one local rule; ``make_rule`` gives a fresh rule per run.
+    :func:`run_local_passes` fuses consecutive such passes into one traversal."""
+
+    def run(program: Program) -> Program:
+        return Rebuilder(program).run_local([(name, make_rule())])
+
+    run.__name__ = run.__qualname__ = name
+    run.local_rule = make_rule  # type: ignore[attr-defined]
+    return run
+
+
+def run_local_passes(program: Program, passes: list[Callable[[Program], Program]]) -> Program:
+    """Consecutive local passes in one bottom-up traversal. Each node sees its
+    children after all of the passes, so the result is at least as simplified
+    as running them one after another, and it costs one rebuild instead of one each."""
+    steps = [(p.__name__, p.local_rule()) for p in passes]  # type: ignore[attr-defined]
+    return Rebuilder(program).run_local(steps)
+
+
+def finish(program: Program, mapping: dict[int, Node], names: tuple[str, ...], live_before: set[int]) -> Program:
+    """The rewritten program: outputs and bindings follow their nodes. A binding
+    whose node was live before the rewrite and is not any more was absorbed
+    (fused, reordered, folded away); it is dropped so it does not keep dead
+    nodes in the DAG. Bindings that were already dead are left to ``dead_code``."""
+    outputs = [mapping[o.uid] for o in program.outputs]
+    seen: set[int] = set()
+    live_nodes = postorder(outputs, seen)
+    live_after = set(seen)
+    bindings = []
+    for binding_name, node in program.bindings:
+        new = mapping.get(node.uid, node)
+        if node.uid in live_before and new.uid not in live_after:
+            continue
+        bindings.append((binding_name, new))
+    result = replace(program.with_outputs(outputs, bindings), applied=(*program.applied, *names))
+    walk = Walk(live_nodes + postorder((n for _, n in bindings), seen), live_after)
+    return remember(result, "walk", walk)

@@ -1,0 +1,333 @@
+"""The Spark session jampi runs on, and what it can tell about its resources.
+
+An active session (spark-submit, a notebook) is reused as it is. Otherwise
+jampi starts one: by default an embedded ``local[N]`` with enough slots for a
+2×2 Cannon grid even on a 2-core machine, bound to loopback, quiet, and with
+workers running this very interpreter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import types
+import warnings
+from urllib.parse import urlparse
+
+from .errors import ExecutionError
+
+log = logging.getLogger(__name__)
+
+_LOOPBACK = "127.0.0.1"
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+# The session jampi started itself; stop_spark() never stops one it merely reused.
+_owned = None
+# applicationId -> slots once they stopped changing (executors register asynchronously).
+_settled_slots: dict[str, int] = {}
+
+# Keeps Spark's start-up chatter off the console. The root level stays WARN because
+# Spark prints a "Setting default log level" banner when a shell's root level is
+# anything else; get_spark() lowers it to ERROR once the session is up.
+_LOG4J2 = """\
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+logger.hadoop.name = org.apache.hadoop.util.NativeCodeLoader
+logger.hadoop.level = error
+"""
+
+
+def default_master() -> str:
+    """``local[N]``: at least 4 slots so a 2×2 grid fits, 2 per core beyond that."""
+    return f"local[{max(4, 2 * (os.cpu_count() or 1))}]"
+
+
+def default_driver_memory() -> str:
+    """A quarter of the machine's RAM, at least 1 GiB and at most 64 GiB.
+
+    In local mode the executors live in the driver JVM, so this is the memory
+    for every cached block as well as for collecting results.
+    """
+    import psutil
+
+    gib = psutil.virtual_memory().total // 2**30
+    return f"{min(64, max(1, gib // 4))}g"
+
+
+def _is_loopback_master(master: str) -> bool:
+    if master.startswith("local"):
+        return True
+    host = urlparse(master).hostname
+    return host is not None and host in _LOOPBACK_HOSTS
+
+
+def _log4j2_file() -> str:
+    path = os.path.join(tempfile.gettempdir(), f"jampi-log4j2-{os.getuid()}.properties")
+    try:
+        with open(path) as f:
+            if f.read() == _LOG4J2:
+                return path
+    except OSError:
+        pass
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(_LOG4J2)
+    os.replace(tmp, path)
+    return path
+
+
+def _check_java() -> None:
+    """Fail with one line before PySpark tries (and prints a page) to launch a JVM."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        if not os.access(os.path.join(home, "bin", "java"), os.X_OK):
+            raise ExecutionError(f"Java not found: JAVA_HOME={home} has no bin/java (Spark needs Java 17 or 21)")
+    elif shutil.which("java") is None:
+        raise ExecutionError("Java not found: install Java 17 or 21, or set JAVA_HOME (Spark needs a JVM)")
+
+
+def session_conf(master: str | None = None, conf: dict[str, str] | None = None) -> dict[str, str]:
+    """The configuration jampi starts a new session with (user ``conf`` wins)."""
+    master = master or default_master()
+    memory = default_driver_memory()
+    settings = {
+        "spark.master": master,
+        "spark.app.name": "jampi",
+        "spark.driver.memory": memory,
+        # Collecting a matrix is a normal operation here, not an accident to guard against.
+        "spark.driver.maxResultSize": memory,
+        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.enabled": "false",
+        "spark.python.worker.reuse": "true",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{_log4j2_file()}",
+    }
+    if _is_loopback_master(master):
+        settings["spark.driver.host"] = _LOOPBACK
+        settings["spark.driver.bindAddress"] = _LOOPBACK
+    settings.update({str(k): str(v) for k, v in (conf or {}).items()})
+    return settings
+
+
+def _existing_session():
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is None and SparkContext._active_spark_context is not None:
+        # A context without a session on this thread (made by other code): wrap, don't restart.
+        active = SparkSession.builder.getOrCreate()
+    return active
+
+
+def get_spark(master: str | None = None, conf: dict[str, str] | None = None):
+    """The active SparkSession, or a new one configured for jampi.
+
+    ``master`` is any Spark master URL (default: :func:`default_master`);
+    ``conf`` holds ``--conf`` pairs, applied last. A reused session keeps its
+    configuration; only runtime-modifiable keys of ``conf`` are applied to it.
+    A session jampi started itself is restarted when another master is asked for.
+    """
+    global _owned
+    # jampi.* keys tune the planner, not Spark.
+    conf = {k: v for k, v in (conf or {}).items() if not str(k).startswith("jampi.")}
+    active = _existing_session()
+    if active is not None:
+        _require_classic(active)
+        owned = _owned is not None and active.sparkContext is _owned.sparkContext
+        if owned and master and active.sparkContext.master != master:
+            stop_spark()  # jampi's own session on another master: switching is what the caller asked for
+            active = None
+    if active is not None:
+        if master and active.sparkContext.master != master:
+            log.warning("using the running Spark session (master %s), not %s", active.sparkContext.master, master)
+        for key, value in (conf or {}).items():
+            if active.conf.isModifiable(key):
+                active.conf.set(key, value)
+            else:
+                log.warning("ignoring --conf %s: the running Spark session is already configured", key)
+        return active
+
+    _check_java()
+    settings = session_conf(master, conf)
+    master_url = settings["spark.master"]
+    if master_url.startswith("local"):
+        # Workers must run this interpreter (its venv and jampi); a stale setting is never right here.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    else:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if _is_loopback_master(master_url):
+        os.environ.setdefault("SPARK_LOCAL_IP", _LOOPBACK)
+
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    try:
+        with warnings.catch_warnings():
+            # PySpark warns about the pandas version on every start; jampi does not use pandas-on-Spark.
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark\..*")
+            spark = builder.getOrCreate()
+    except Exception as exc:  # PySpark raises several types here; the first line says what went wrong
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ExecutionError(f"could not start Spark with master {master_url}: {first.strip()}") from exc
+    spark.sparkContext.setLogLevel("ERROR")
+    _owned = spark
+    return spark
+
+
+def _require_classic(spark) -> None:
+    try:
+        spark.sparkContext  # noqa: B018 - Spark Connect sessions raise here
+    except Exception as exc:
+        raise ExecutionError("jampi needs a classic Spark session with RDDs; Spark Connect is not supported") from exc
+
+
+def stop_spark() -> None:
+    """Stop the session jampi started, if any (a reused session is left running)."""
+    global _owned
+    if _owned is not None:
+        _settled_slots.pop(_owned.sparkContext.applicationId, None)
+        _owned.stop()
+        _owned = None
+
+
+def task_cpus(spark) -> int:
+    return int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
+
+
+def dynamic_allocation(spark) -> bool:
+    return spark.sparkContext.getConf().get("spark.dynamicAllocation.enabled", "false").strip().lower() == "true"
+
+
+def _local_slots(master: str) -> int | None:
+    m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master)
+    if m:
+        n = m.group(1)
+        return (os.cpu_count() or 1) if n in (None, "*") else int(n)
+    m = re.fullmatch(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]", master)
+    if m:
+        return int(m.group(1)) * int(m.group(2))
+    return None
+
+
+def _current_slots(sc) -> int:
+    """Concurrent task slots of the registered executors, as the barrier scheduler counts them."""
+    try:
+        jsc = sc._jsc.sc()
+        return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
+    except Exception:  # internal API moved: defaultParallelism is total cores on most backends
+        return sc.defaultParallelism // max(1, int(sc.getConf().get("spark.task.cpus", "1")))
+
+
+def _expected_slots(sc, cpus: int) -> int | None:
+    conf = sc.getConf()
+    if conf.contains("spark.cores.max"):
+        return int(conf.get("spark.cores.max")) // cpus
+    if conf.contains("spark.executor.instances") and conf.contains("spark.executor.cores"):
+        return int(conf.get("spark.executor.instances")) * int(conf.get("spark.executor.cores")) // cpus
+    return None
+
+
+def task_slots(spark, *, timeout: float = 30.0, settle: float = 2.0) -> int:
+    """Total concurrent task slots: executor cores / ``spark.task.cpus``.
+
+    Local masters answer at once. On a cluster executors register
+    asynchronously after the session starts, so this waits (at most
+    ``timeout`` seconds) until the expected cores are there, or, when the
+    configuration does not say how many to expect, until the count has been
+    positive and unchanged for ``settle`` seconds.
+    """
+    sc = spark.sparkContext
+    cpus = task_cpus(spark)
+    local = _local_slots(sc.master)
+    if local is not None:
+        return max(1, local // cpus)
+    app = sc.applicationId
+    dynamic = dynamic_allocation(spark)
+    if app in _settled_slots and not dynamic:
+        return _settled_slots[app]
+    expected = _expected_slots(sc, cpus)
+    deadline = time.monotonic() + timeout
+    slots, since = _current_slots(sc), time.monotonic()
+    while time.monotonic() < deadline:
+        if expected is not None and slots >= expected:
+            break
+        if expected is None and slots > 0 and time.monotonic() - since >= settle:
+            break
+        time.sleep(0.25)
+        now = _current_slots(sc)
+        if now != slots:
+            slots, since = now, time.monotonic()
+    if slots > 0 and not dynamic:
+        _settled_slots[app] = slots
+    return slots
+
+
+def grid_side(slots: int) -> int:
+    """The side q of the largest q×q grid of tasks that fits in ``slots``."""
+    return max(1, math.isqrt(max(1, slots)))
+
+
+def resources_from_spark(spark):
+    """The planner's view of a running session: slots, cores, memory per task, dynamic allocation."""
+    import psutil
+
+    from .planner.cost import Resources
+
+    sc = spark.sparkContext
+    conf = sc.getConf()
+    cpus = task_cpus(spark)
+    slots = task_slots(spark)
+    machine = psutil.virtual_memory().total
+    local = _local_slots(sc.master) is not None
+    cores = min(os.cpu_count() or 1, slots * cpus) if local else slots * cpus
+    executor_memory = _bytes(conf.get("spark.executor.memory", "1g"))
+    per_executor = int(conf.get("spark.executor.cores", str(max(1, slots * cpus)))) // cpus or 1
+    task_memory = int(machine * 0.5 / max(1, slots)) if local else int(executor_memory * 1.5 / per_executor)
+    return Resources(
+        spark=True,
+        slots=slots,
+        task_cpus=cpus,
+        local_cores=os.cpu_count() or 1,
+        driver_budget=int(machine * 0.4),  # NumPy on the driver runs in Python, outside the JVM heap
+        task_memory=task_memory,
+        dynamic_allocation=dynamic_allocation(spark),
+        master=sc.master,
+        cores=max(1, cores),
+        executors=1 if local else max(1, slots // per_executor),
+    )
+
+
+def _bytes(text: str) -> int:
+    """Spark memory strings: 512m, 3g, 1024k, or bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*", text.lower())
+    if not m:
+        return 2**30
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2)]
+    return int(float(m.group(1)) * scale)
+
+
+class _CallableModule(types.ModuleType):
+    """``jampi_dsl.session(...)`` is the API's entry point, but once this module is imported
+    Python binds ``jampi_dsl.session`` to the module itself; so the module is callable too."""
+
+    def __call__(self, *args, **kwargs):
+        from .api import session
+
+        return session(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,354 @@
+"""Cannon's product as a Spark barrier stage, checked against NumPy.
+
+Each product is one barrier stage (at least about a second: Spark answers
+``allGather`` only after polling for one), so the cases are chosen to cover
+every input path (source, cached/placed, aligned with the skew over the peer
+links, shuffled pieces), transposes, dtypes and shapes with few stages.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from jampi_dsl.errors import ExecutionError, ShapeError
+from jampi_dsl.executors.cannon import CannonConfig, cannon_matmul
+from jampi_dsl.executors.cannon.channel import (
+    BLOCK_HEADER,
+    BLOCK_MAGIC,
+    HELLO,
+    HELLO_MAGIC,
+    VERSION,
+)
+from jampi_dsl.executors.cannon.layout import Geometry, choose_grid, grid_fits
+from jampi_dsl.executors.cannon.serializer import RawBlockSerializer
+from jampi_dsl.executors.distributed import DistMatrix
+from jampi_dsl.executors.sources import GeneratorSource, NpySource
+
+TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
+FAST = CannonConfig(timeout=20, handshake_timeout=5)
+
+
+def rel_err(got, want):
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300))
+
+
+def check(result, want, dtype):
+    got = result.to_numpy() if isinstance(result, DistMatrix) else result
+    assert got.shape == want.shape
+    assert got.dtype == np.dtype(dtype)
+    assert rel_err(got.astype(np.float64), want) <= TOL[np.dtype(dtype)]
+
+
+def gen(shape, seed, dtype=np.float64, kind="normal"):
+    src = GeneratorSource(kind, shape, dtype, seed)
+    return src, src.region((0, shape[0]), (0, shape[1])).astype(np.float64)
+
+
+def check_grid_layout(result, m, n, q):
+    assert result.shape == (m, n)
+    assert result.grid == (q, q)
+    assert result.block == (-(-m // q), -(-n // q))
+    assert result.rdd.getNumPartitions() == q * q
+
+
+# --- pure geometry (no Spark) ----------------------------------------------------------------
+
+
+def test_grid_choice():
+    assert choose_grid(4096, 4096, 2) == 2
+    assert choose_grid(1, 1, 2) == 1
+    assert choose_grid(300, 1, 2) == 1
+    assert choose_grid(5, 7, 4) == 3  # 5 rows split into 4 would leave an empty block
+    assert grid_fits(5, 3) and not grid_fits(5, 4)
+
+
+@pytest.mark.parametrize("q", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("ta, tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_schedule_is_a_permutation(q, ta, tb):
+    geo = Geometry.make(q, 7 * q, 5 * q, 3 * q, ta, tb, "float64")
+    for t in range(q * q):
+        assert geo.a_owner(geo.a_home(t)) == t
+        assert geo.b_owner(geo.b_home(t)) == t
+        i, j = geo.coords(t)
+        # After r shifts the task holds A(i, i+j+r) and B(i+j+r, j): the inner indices agree.
+        for r in range(q):
+            inner = geo.inner(t, r)
+            holder_a = geo.task(i, j + r)  # A moved left r times
+            holder_b = geo.task(i + r, j)  # B moved up r times
+            assert geo.a_home(holder_a) == geo.a_stored_index(i, inner)
+            assert geo.b_home(holder_b) == geo.b_stored_index(inner, j)
+    homes = {geo.a_home(t) for t in range(q * q)}
+    assert len(homes) == q * q
+
+
+def test_raw_block_serializer_round_trip():
+    ser = RawBlockSerializer()
+    blocks = [
+        ((0, 1), np.arange(12.0).reshape(3, 4)),
+        ((2, 0), np.ones((2, 5), np.float32)),
+        ((1, 1), np.asfortranarray(np.eye(3))),
+        ((0, 0), np.zeros((0, 3))),
+    ]
+    buf = io.BytesIO()
+    ser.dump_stream(iter(blocks), buf)
+    buf.seek(0)
+    back = list(ser.load_stream(buf))
+    assert [k for k, _ in back] == [k for k, _ in blocks]
+    for (_, a), (_, b) in zip(back, blocks, strict=True):
+        assert a.dtype == b.dtype and a.flags.c_contiguous and a.flags.writeable
+        np.testing.assert_array_equal(a, b)
+
+
+# --- products against NumPy -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "m, k, n, dtype",
+    [
+        (64, 64, 64, np.float64),  # square, divisible
+        (37, 23, 41, np.float64),  # rectangular, nothing divides
+        (300, 1, 200, np.float64),  # inner dimension 1: padded to the grid
+        (500, 3, 1, np.float64),  # one output column: a 1x1 grid
+        (1, 1, 1, np.float64),
+        (50, 70, 30, np.float32),
+    ],
+)
+def test_shapes_from_generators(spark, m, k, n, dtype):
+    sa, a = gen((m, k), 1, dtype)
+    sb, b = gen((k, n), 2, dtype)
+    c = cannon_matmul(spark, sa, sb, config=FAST)
+    check(c, a @ b, dtype)
+    check_grid_layout(c, m, n, choose_grid(m, n, 2))
+
+
+def test_transposes_from_sources_float32(spark):
+    sa, a = gen((40, 30), 3, np.float32)  # used as A.T: 30x40
+    sb, b = gen((50, 40), 4, np.float32)  # used as B.T: 40x50
+    check(
+        cannon_matmul(spark, sa, sb, trans_a=True, trans_b=True, config=FAST), a.T @ b.T, np.float32
+    )
+
+
+def test_cached_inputs_are_read_pre_skewed(spark):
+    _, a = gen((33, 45), 5)
+    _, b = gen((33, 29), 6)
+    da = DistMatrix.from_numpy(spark, a, (17, 23))  # the 2x2 layout of a 33x45 matrix
+    db = DistMatrix.from_numpy(spark, b, (17, 15))
+    check(cannon_matmul(spark, da, db, trans_a=True, config=FAST), a.T @ b, np.float64)
+
+
+@pytest.mark.parametrize("ta, tb", [(False, True), (True, True)])
+def test_skew_over_peer_links(spark, ta, tb):
+    _, a = gen((26, 31), 7)
+    _, b = gen((19, 31), 8)
+    if ta:
+        a = np.ascontiguousarray(a.T)  # 31x26, used transposed: 26x31
+    da = DistMatrix.from_numpy(spark, a, (-(-a.shape[0] // 2), -(-a.shape[1] // 2)))
+    db = DistMatrix.from_numpy(spark, b, (10, 16))
+    cfg = CannonConfig(timeout=20, skew="channel")
+    want = (a.T if ta else a) @ b.T
+    check(cannon_matmul(spark, da, db, trans_a=ta, trans_b=tb, config=cfg), want, np.float64)
+
+
+def test_other_block_layouts_are_shuffled_into_place(spark):
+    _, a = gen((40, 24), 9, np.float32)
+    _, b = gen((40, 18), 10)
+    da = DistMatrix.from_numpy(spark, a.astype(np.float32), (16, 13))  # 3x2 blocks, not the 2x2 grid
+    db = DistMatrix.from_numpy(spark, b, (40, 18))  # one block
+    # float32 @ float64 promotes to float64, as in NumPy.
+    check(cannon_matmul(spark, da, db, trans_a=True, config=FAST), a.T @ b, np.float64)
+
+
+def test_chained_products_stay_distributed(spark):
+    sa, a = gen((45, 38), 11)
+    sb, b = gen((38, 52), 12)
+    sc_, c = gen((52, 27), 13, kind="uniform")
+    ab = cannon_matmul(spark, sa, sb, config=FAST)
+    check_grid_layout(ab, 45, 52, 2)
+    abc = cannon_matmul(spark, ab, sc_, config=FAST)  # reads ab's cached blocks, already skewed
+    gram = cannon_matmul(spark, abc, abc, trans_a=True, config=FAST)
+    check(abc, a @ b @ c, np.float64)
+    check(gram, (a @ b @ c).T @ (a @ b @ c), np.float64)
+    check_grid_layout(gram, 27, 27, 2)
+
+
+def test_result_supports_ordinary_jobs(spark):
+    sa, a = gen((30, 20), 14)
+    sb, b = gen((20, 34), 15)
+    c = cannon_matmul(spark, sa, sb, config=FAST)
+    want = a @ b
+    # Jobs a barrier RDD refuses: fewer tasks than partitions, or another partition count.
+    key, block = c.rdd.first()
+    assert key == (0, 0) and np.allclose(block, want[:15, :17])
+    assert len(c.rdd.take(2)) == 2
+    assert c.rdd.coalesce(1).count() == 4
+    assert abs(c.sum() - want.sum()) < 1e-9 * np.abs(want).sum()
+    other = DistMatrix.from_numpy(spark, np.ones((30, 34)), c.block)
+    check(c.elementwise("+", other), want + 1, np.float64)
+
+
+def test_npy_inputs_and_npy_output(spark, tmp_path):
+    _, a = gen((70, 90), 16, np.float32)
+    a = a.astype(np.float32)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "bt.npy", np.asfortranarray(a[:, :50].T))  # a Fortran-order file, 50x70
+    sb, b = gen((90, 60), 17, np.float32)
+    out = tmp_path / "c.npy"
+    res = cannon_matmul(
+        spark, NpySource.open(str(tmp_path / "a.npy")), sb, config=FAST, output_npy=str(out)
+    )
+    assert res is None
+    check(np.load(out), a.astype(np.float64) @ b, np.float32)
+    assert sorted(os.listdir(tmp_path)) == ["a.npy", "bt.npy", "c.npy"]  # no temporary left
+    src = NpySource.open(str(tmp_path / "bt.npy"))
+    check(
+        cannon_matmul(spark, src, src, trans_b=True, config=FAST),
+        a[:, :50].T.astype(np.float64) @ a[:, :50],
+        np.float32,
+    )
+
+
+def test_explicit_grid_and_errors(spark):
+    sa, a = gen((20, 20), 18)
+    da = DistMatrix.from_numpy(spark, a, (10, 10))  # 2x2 layout, consumed by a 1x1 grid
+    check(cannon_matmul(spark, da, da, grid=1, config=FAST), a @ a, np.float64)
+    with pytest.raises(ShapeError, match="inner dimensions"):
+        cannon_matmul(spark, sa, GeneratorSource("ones", (21, 3)), config=FAST)
+    with pytest.raises(ExecutionError, match="needs 9 task slots"):
+        cannon_matmul(spark, sa, sa, grid=3, config=FAST)
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+def test_task_killed_mid_exchange_is_retried(spark):
+    sa, a = gen((64, 48), 19)
+    sb, b = gen((48, 40), 20)
+    stats: list = []
+    cfg = CannonConfig(
+        timeout=10, handshake_timeout=5, fail_task=(1, 0, "mid-exchange"), stats=stats
+    )
+    t0 = time.monotonic()
+    c = cannon_matmul(spark, sa, sb, config=cfg)
+    check(c, a @ b, np.float64)
+    assert {s["attempt"] for s in stats} == {1}  # attempt 0 died, attempt 1 made the result
+    assert time.monotonic() - t0 < 60
+
+
+def test_task_that_always_dies_fails_cleanly(spark, tmp_path):
+    sa, _ = gen((64, 48), 21)
+    sb, _ = gen((48, 40), 22)
+    cfg = CannonConfig(timeout=5, handshake_timeout=2, fail_task=(2, None, "mid-exchange"))
+    out = tmp_path / "never.npy"
+    t0 = time.monotonic()
+    with pytest.raises(ExecutionError) as info:
+        cannon_matmul(spark, sa, sb, config=cfg, output_npy=str(out))
+    assert time.monotonic() - t0 < 90
+    message = str(info.value)
+    assert "failed 3 times" in message and "task 2" in message
+    assert info.value.exit_code == 1
+    assert os.listdir(tmp_path) == []  # the atomic output left nothing behind
+
+
+def _rogue_clients(folder: str, expected: int, results: list, stop: threading.Event) -> None:
+    """Hit every announced peer port with garbage, a forged token and a huge length."""
+    seen: set[str] = set()
+    while not stop.is_set() and len(seen) < expected:
+        for path in glob.glob(os.path.join(folder, "task-*")):
+            if path in seen:
+                continue
+            seen.add(path)
+            host, port = open(path).read().rsplit(":", 1)
+            for kind in ("garbage", "token", "huge"):
+                try:
+                    s = socket.create_connection((host, int(port)), timeout=3)
+                    s.recv(16)  # the listener's nonce
+                    if kind == "garbage":
+                        s.sendall(os.urandom(300))
+                    elif kind == "token":
+                        s.sendall(
+                            HELLO.pack(HELLO_MAGIC, VERSION, 0, 0, 1, 0, 4)
+                            + b"fake"
+                            + os.urandom(32)
+                        )
+                    else:
+                        s.sendall(
+                            BLOCK_HEADER.pack(BLOCK_MAGIC, VERSION, 0, 1 << 40, 1 << 40, 2, 1 << 62)
+                        )
+                    s.settimeout(3)
+                    try:
+                        reply = s.recv(16)
+                    except OSError:
+                        reply = b""
+                    results.append((kind, reply))
+                    s.close()
+                except OSError as exc:
+                    results.append((kind, repr(exc)))
+        time.sleep(0.01)
+
+
+def test_rogue_clients_are_rejected(spark, tmp_path):
+    sa, a = gen((48, 40), 23)
+    sb, b = gen((40, 36), 24)
+    results: list = []
+    stop = threading.Event()
+    rogue = threading.Thread(
+        target=_rogue_clients, args=(str(tmp_path), 4, results, stop), daemon=True
+    )
+    rogue.start()
+    cfg = CannonConfig(
+        timeout=20, handshake_timeout=3, announce_dir=str(tmp_path), connect_delay=1.0
+    )
+    try:
+        c = cannon_matmul(spark, sa, sb, config=cfg)
+    finally:
+        stop.set()
+        rogue.join(10)
+    check(c, a @ b, np.float64)
+    assert len(results) == 12
+    assert all(reply == b"" for _, reply in results), (
+        results
+    )  # every rogue was cut off, none accepted
+
+
+# --- the real standalone cluster ------------------------------------------------------------------
+
+
+def test_on_standalone_cluster(on_cluster):
+    out = on_cluster(
+        """
+        import numpy as np
+        from jampi_dsl.session import get_spark, stop_spark, task_slots
+        from jampi_dsl.executors.cannon import CannonConfig, cannon_matmul
+        from jampi_dsl.executors.distributed import DistMatrix
+        from jampi_dsl.executors.sources import GeneratorSource
+
+        spark = get_spark(MASTER)
+        try:
+            assert task_slots(spark) == 4
+            cfg = CannonConfig(timeout=30)
+            sa, sb = GeneratorSource("normal", (61, 47), "float64", 1), GeneratorSource("normal", (47, 53), "float32", 2)
+            a, b = sa.region((0, 61), (0, 47)), sb.region((0, 47), (0, 53)).astype(np.float64)
+            ab = cannon_matmul(spark, sa, sb, config=cfg)
+            assert ab.grid == (2, 2)
+            got = ab.to_numpy()
+            assert np.linalg.norm(got - a @ b) <= 1e-10 * np.linalg.norm(a @ b)
+            gram = cannon_matmul(spark, ab, ab, trans_a=True, config=cfg)  # pre-skewed from the cache
+            g = gram.to_numpy()
+            want = (a @ b).T @ (a @ b)
+            assert np.linalg.norm(g - want) <= 1e-10 * np.linalg.norm(want)
+            execs = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size()
+            print("OK", execs)
+        finally:
+            stop_spark()
+        """
+    )
+    assert "OK 3" in out  # the driver and two executors took part
