@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ResolveError
+from .errors import InputError, ResolveError
 from .executors.base import RunContext
 from .executors.runner import RunResult, execute
 from .grammar.parser import parse, parse_file
@@ -202,6 +202,14 @@ class Matrix(_Lazy):
     def save(self, path: str | os.PathLike, format: str | None = None) -> None:
         self.session.save(self, path, format=format)
 
+    def to_spark(self, form: str = "coordinate"):
+        """A Spark DataFrame of this matrix: coordinate form (i, j, v; non-zero entries) or row form (i, row)."""
+        from .executors.formats import matrix_to_table
+
+        if form not in ("coordinate", "rows"):
+            raise ResolveError(f'form must be "coordinate" or "rows", got {form!r}')
+        return self.session.spark().createDataFrame(matrix_to_table(self.to_numpy(), form))
+
     def __repr__(self) -> str:
         return f"<jampi Matrix {self.shape[0]}x{self.shape[1]} {self.node.type.dtype}: {self.node.op}>"
 
@@ -270,6 +278,35 @@ class Session:
         full = str(Path(path).expanduser().resolve())
         info = inspect_input(full, format)
         return Matrix(self, ir.Load(full, info.format, info.shape, dtype or info.dtype, (("finite", False),)))
+
+    def from_spark(self, df, form: str = "coordinate", shape: tuple[int, int] | None = None) -> Matrix:
+        """A matrix from a DataFrame in coordinate form (i, j, v) or row form (i, row).
+
+        Without ``shape`` it is the largest index + 1 (one small Spark job)."""
+        import pyspark.sql.functions as F
+        from pyspark.sql import types as T
+
+        columns = {"coordinate": ("i", "j", "v"), "rows": ("i", "row")}.get(form)
+        if columns is None:
+            raise ResolveError(f'form must be "coordinate" or "rows", got {form!r}')
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise InputError(f"the DataFrame has columns {df.columns}; {form} form needs {', '.join(columns)}")
+        values = df.schema[columns[-1]].dataType
+        element = values.elementType if isinstance(values, T.ArrayType) else values
+        if not isinstance(element, T.NumericType):
+            raise InputError(f"the DataFrame's {columns[-1]!r} column must be numeric, got {values.simpleString()}")
+        dtype = "float32" if isinstance(element, T.FloatType) else "float64"
+        if shape is None:
+            if form == "coordinate":
+                row = df.agg(F.max("i"), F.max("j")).first()
+                shape = (int(row[0]) + 1, int(row[1]) + 1) if row[0] is not None else None
+            else:
+                row = df.agg(F.max("i"), F.max(F.size("row"))).first()
+                shape = (int(row[0]) + 1, int(row[1])) if row[0] is not None else None
+            if shape is None:
+                raise InputError("the DataFrame is empty; give shape=(rows, cols)")
+        return Matrix(self, ir.Frame(df, form, (int(shape[0]), int(shape[1])), dtype))
 
     # running
     def plan(self, outputs: list[ir.Node], name: str = "<api>") -> PhysicalPlan:

@@ -65,31 +65,35 @@ def write_csv(path: str, array: np.ndarray) -> None:
 
 
 def read_parquet(path: str, dtype: str, shape: tuple[int, int], form: str, span: Span | None) -> np.ndarray:
-    table = _pq().read_table(path)
+    return table_to_matrix(_pq().read_table(path), form, shape, dtype, path, span)
+
+
+def table_to_matrix(table, form: str, shape: tuple[int, int], dtype: str, what: str, span) -> np.ndarray:
+    """A dense matrix from an Arrow table in coordinate (i, j, v) or row (i, row) form, validated."""
     rows, cols = shape
     out = np.zeros(shape, dtype=dtype)
-    i = _indices(table, "i", path, span)
+    i = _indices(table, "i", what, span)
     if form == "coordinate":
-        j = _indices(table, "j", path, span)
+        j = _indices(table, "j", what, span)
         v = table.column("v").to_numpy(zero_copy_only=False)
-        _check_range(i, rows, "i", path, span)
-        _check_range(j, cols, "j", path, span)
+        _check_range(i, rows, "i", what, span)
+        _check_range(j, cols, "j", what, span)
         linear = i * cols + j
         if np.unique(linear).size != linear.size:
             order = np.sort(linear)
             dup = int(order[np.flatnonzero(np.diff(order) == 0)[0]])
-            raise InputError(f"{path}: duplicate entry at ({dup // cols}, {dup % cols})", span)
+            raise InputError(f"{what}: duplicate entry at ({dup // cols}, {dup % cols})", span)
         out.reshape(-1)[linear] = v
         return out
-    _check_range(i, rows, "i", path, span)
+    _check_range(i, rows, "i", what, span)
     if np.unique(i).size != i.size:
-        raise InputError(f"{path}: a row index appears twice", span)
+        raise InputError(f"{what}: a row index appears twice", span)
     column = table.column("row").combine_chunks()
     offsets = column.offsets.to_numpy()
     lengths = np.diff(offsets)
     if np.any(lengths != cols):
         bad = int(np.flatnonzero(lengths != cols)[0])
-        raise InputError(f"{path}: row {int(i[bad])} has {int(lengths[bad])} values, expected {cols}", span)
+        raise InputError(f"{what}: row {int(i[bad])} has {int(lengths[bad])} values, expected {cols}", span)
     values = column.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
     out[i] = values.reshape(len(i), cols)
     return out
@@ -112,7 +116,8 @@ def _check_range(index: np.ndarray, limit: int, name: str, path: str, span) -> N
         raise InputError(f"{path}: index {name}={bad} is outside 0..{limit - 1}", span)
 
 
-def write_parquet(path: str, array: np.ndarray, form: str = "coordinate") -> None:
+def matrix_to_table(array: np.ndarray, form: str = "coordinate"):
+    """An Arrow table of ``array`` in coordinate form (non-zero entries) or row form, shape in its metadata."""
     import pyarrow as pa
 
     rows, cols = array.shape
@@ -124,6 +129,9 @@ def write_parquet(path: str, array: np.ndarray, form: str = "coordinate") -> Non
     else:
         i, j = np.nonzero(array)
         table = pa.table({"i": i.astype(np.int64), "j": j.astype(np.int64), "v": array[i, j]})
-    table = table.replace_schema_metadata({SHAPE_KEY: f"{rows},{cols}".encode()})
+    return table.replace_schema_metadata({SHAPE_KEY: f"{rows},{cols}".encode()})
+
+
+def write_parquet(path: str, array: np.ndarray, form: str = "coordinate") -> None:
     os.makedirs(path, exist_ok=True)
-    _pq().write_table(table, os.path.join(path, "part-00000.parquet"))
+    _pq().write_table(matrix_to_table(array, form), os.path.join(path, "part-00000.parquet"))

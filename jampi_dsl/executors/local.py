@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..planner import ir
-from . import blockgen, io
+from . import blockgen, formats, io
 from .base import Executor, OutputValue, RunContext, handles
 
 _UFUNCS = {"neg": np.negative, "abs": np.abs, "sqrt": np.sqrt, "exp": np.exp, "log": np.log}
@@ -62,6 +62,10 @@ class LocalExecutor(Executor):
         if options.get("finite"):
             io.check_finite(array, node.path, node.span)
         return array
+
+    @handles(ir.Frame)
+    def frame(self, node: ir.Frame, inputs, ctx):
+        return formats.table_to_matrix(node.frame.toArrow(), node.form, node.shape, node.dtype, "DataFrame", None)
 
     @handles(ir.Literal)
     def literal(self, node: ir.Literal, inputs, ctx):

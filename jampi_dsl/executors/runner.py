@@ -81,7 +81,7 @@ def short_name(plan: PhysicalPlan, step: Step) -> str:
     attrs = node.attrs()
     op = attrs.get("operator", node.op)
     if "value" in attrs:
-        op = f"{attrs['value']:g}"
+        return f"{attrs['value']:g}"
     if node.uid in names:
         return f"{names[node.uid]} = {op}"
     args = ", ".join(names.get(c.uid, c.op) for c in node.children)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..planner import ir
-from . import io
+from . import formats, io
 from .base import Executor, OutputValue, RunContext, handles
 from .distributed import DistMatrix, choose_block
 from .local import format_value
@@ -88,6 +88,12 @@ class SparkExecutor(Executor):
             if bad:
                 raise InputError(f"{node.path} has {int(bad)} non-finite values (finite=true)", node.span)
         return matrix
+
+    @handles(ir.Frame)
+    def frame(self, node: ir.Frame, inputs, ctx: RunContext):
+        # Through the driver as one Arrow transfer; validation is shared with Parquet files.
+        return as_dist(formats.table_to_matrix(node.frame.toArrow(), node.form, node.shape, node.dtype,
+                                               "DataFrame", None), ctx)
 
     @handles(ir.Transpose)
     def transpose(self, node, inputs, ctx):

@@ -151,6 +151,22 @@ class Literal(Node):
         return {"array_id": id(self.array), "shape": tuple(self.array.shape), "dtype": str(self.array.dtype)}
 
 
+@dataclass(frozen=True, eq=False)
+class Frame(Node):
+    """A Spark DataFrame handed in through the API, in coordinate (i, j, v) or row (i, row) form."""
+
+    frame: Any = field(compare=False)
+    form: str
+    shape: tuple[int, int]
+    dtype: str
+
+    def infer(self) -> Type:
+        return Type("matrix", self.shape, self.dtype)
+
+    def attrs(self) -> dict[str, Any]:
+        return {"frame_id": id(self.frame), "form": self.form, "shape": self.shape, "dtype": self.dtype}
+
+
 # ---------------------------------------------------------------- operators
 
 
