@@ -1,7 +1,9 @@
-"""``python -m jampi_dsl run prog.lin`` (the form to use under spark-submit)."""
+"""``python -m jampi_dsl run prog.lin``; also runnable as a script, which is how
+``spark-submit`` starts it (see the README's spark-submit recipe)."""
 
 import sys
 
-from .cli import main
+from jampi_dsl.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

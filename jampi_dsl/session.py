@@ -157,6 +157,16 @@ def get_spark(master: str | None = None, conf: dict[str, str] | None = None):
                 log.warning("ignoring --conf %s: the running Spark session is already configured", key)
         return active
 
+    if os.environ.get("PYSPARK_GATEWAY_PORT") and not master:
+        # Under spark-submit (or the pyspark shell) the JVM is already up with the submitted
+        # configuration: join it as it is rather than impose jampi's embedded defaults.
+        from pyspark.sql import SparkSession
+
+        builder = SparkSession.builder
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        return builder.getOrCreate()
+
     _check_java()
     settings = session_conf(master, conf)
     master_url = settings["spark.master"]
