@@ -8,6 +8,7 @@ the way compilers do, so a mistake is found without reading a traceback.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -22,9 +23,11 @@ class Source:
         return lines[number - 1] if 0 < number <= len(lines) else ""
 
 
-@dataclass(frozen=True)
-class Span:
-    """A 1-based line/column range in a :class:`Source`. Columns are inclusive-exclusive."""
+class Span(NamedTuple):
+    """A 1-based line/column range in a :class:`Source`. Columns are inclusive-exclusive.
+
+    A named tuple rather than a frozen dataclass: the parser makes one per node, and
+    tuple construction is several times cheaper (it shows in the 10,000-statement benchmark)."""
 
     source: Source
     line: int

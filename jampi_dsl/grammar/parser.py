@@ -4,10 +4,12 @@ with a caret; nothing else escapes (see the fuzz test)."""
 from __future__ import annotations
 
 import ast as pyast
+import dataclasses
+import threading
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer
 from lark.exceptions import (
     LarkError,
     UnexpectedCharacters,
@@ -31,23 +33,12 @@ _TOKEN_WORDS = {
 }
 
 
-@lru_cache(maxsize=1)
-def _lark() -> Lark:
-    return Lark(
-        _GRAMMAR.read_text(),
-        start="program",
-        parser="lalr",
-        propagate_positions=True,
-        maybe_placeholders=True,
-    )
+def _start(part) -> tuple[int, int]:
+    return (part.line, part.column) if isinstance(part, Token) else (part.span.line, part.span.column)
 
 
-def _span(source: Source, meta) -> Span:
-    return Span(source, meta.line, meta.column, meta.end_line, meta.end_column)
-
-
-def _token_span(source: Source, token: Token) -> Span:
-    return Span(source, token.line, token.column, token.end_line, token.end_column)
+def _end(part) -> tuple[int, int]:
+    return (part.end_line, part.end_column) if isinstance(part, Token) else (part.span.end_line, part.span.end_column)
 
 
 def _unquote(text: str) -> str:
@@ -55,70 +46,89 @@ def _unquote(text: str) -> str:
 
 
 def _binary(op: str):
-    def build(self, meta, children):
-        return ast.BinOp(self._s(meta), op, children[0], children[1])
+    def build(self, children):
+        left, *_, right = children  # `a - b` keeps its MINUS token in the middle
+        return ast.BinOp(self._span(left, right), op, left, right)
 
     return build
 
 
-@v_args(meta=True)
 class _ToAst(Transformer):
-    def __init__(self, source: Source):
-        super().__init__()
-        self.source = source
+    """Builds the AST inline while the LALR parser reduces (no parse tree in between).
 
-    def _s(self, meta) -> Span:
-        return _span(self.source, meta)
+    Spans come from the first and last token or node of each rule, which is why the
+    grammar names the punctuation that starts or ends a construct (PARAM, MINUS, LPAR, RPAR).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.source = Source("<none>", "")
+
+    def _span(self, first, last) -> Span:
+        (line, column), (end_line, end_column) = _start(first), _end(last)
+        return Span(self.source, line, column, end_line, end_column)
+
+    def _token_span(self, token: Token) -> Span:
+        return Span(self.source, token.line, token.column, token.end_line, token.end_column)
 
     # statements
-    def program(self, meta, children):
+    def program(self, children):
         return tuple(c for c in children if isinstance(c, ast.Stmt))
 
-    def param(self, meta, children):
-        name, value = children
-        return ast.Param(self._s(meta), str(name), value, _token_span(self.source, name))
+    def param(self, children):
+        keyword, name, value = children
+        return ast.Param(self._span(keyword, value), str(name), value, self._token_span(name))
 
-    def assign(self, meta, children):
+    def assign(self, children):
         name, value = children
-        return ast.Assign(self._s(meta), str(name), value, _token_span(self.source, name))
+        return ast.Assign(self._span(name, value), str(name), value, self._token_span(name))
 
-    def expr_stmt(self, meta, children):
-        return ast.ExprStmt(self._s(meta), children[0])
+    def expr_stmt(self, children):
+        return ast.ExprStmt(children[0].span, children[0])
 
     # literals
-    def number(self, meta, children):
-        return ast.Number(self._s(meta), float(children[0]))
+    def number(self, children):
+        return ast.Number(self._token_span(children[0]), float(children[0]))
 
-    def neg_number(self, meta, children):
-        return ast.Number(self._s(meta), -float(children[0]))
+    def neg_number(self, children):
+        minus, number = children
+        return ast.Number(self._span(minus, number), -float(number))
 
-    def string(self, meta, children):
-        return ast.String(self._s(meta), _unquote(str(children[0])))
+    def string(self, children):
+        return ast.String(self._token_span(children[0]), _unquote(str(children[0])))
 
-    def true(self, meta, children):
-        return ast.Bool(self._s(meta), True)
+    def true(self, children):
+        return ast.Bool(self._token_span(children[0]), True)
 
-    def false(self, meta, children):
-        return ast.Bool(self._s(meta), False)
+    def false(self, children):
+        return ast.Bool(self._token_span(children[0]), False)
 
-    def var(self, meta, children):
-        return ast.Var(self._s(meta), str(children[0]))
+    def var(self, children):
+        return ast.Var(self._token_span(children[0]), str(children[0]))
 
-    def tuple(self, meta, children):
-        return ast.TupleLit(self._s(meta), tuple(children))
+    def group(self, children):
+        lpar, inner, rpar = children
+        # The parentheses belong to the expression's text (print labels, carets).
+        return dataclasses.replace(inner, span=self._span(lpar, rpar))
+
+    def tuple(self, children):
+        items = tuple(c for c in children[1:-1])
+        return ast.TupleLit(self._span(children[0], children[-1]), items)
 
     # operators
     add, sub, mul, div, matmul = (_binary(o) for o in "+-*/@")
 
-    def neg(self, meta, children):
-        return ast.Neg(self._s(meta), children[0])
+    def neg(self, children):
+        minus, operand = children
+        return ast.Neg(self._span(minus, operand), operand)
 
-    def transpose(self, meta, children):
-        return ast.Transpose(self._s(meta), children[0])
+    def transpose(self, children):
+        operand, mark = children
+        return ast.Transpose(self._span(operand, mark), operand)
 
     # calls
-    def call(self, meta, children):
-        name, arguments = children
+    def call(self, children):
+        name, _lpar, arguments, rpar = children
         args, keywords = [], []
         for arg in arguments or ():
             if isinstance(arg, ast.Keyword):
@@ -127,14 +137,29 @@ class _ToAst(Transformer):
                 raise ParseError("positional argument after a keyword argument", arg.span)
             else:
                 args.append(arg)
-        return ast.Call(self._s(meta), str(name), tuple(args), tuple(keywords), _token_span(self.source, name))
+        return ast.Call(self._span(name, rpar), str(name), tuple(args), tuple(keywords), self._token_span(name))
 
-    def arguments(self, meta, children):
+    def arguments(self, children):
         return [c for c in children if c is not None]
 
-    def keyword(self, meta, children):
+    def keyword(self, children):
         name, value = children
-        return ast.Keyword(str(name), value, self._s(meta))
+        return ast.Keyword(str(name), value, self._span(name, value))
+
+
+_TRANSFORMER = _ToAst()
+_LOCK = threading.Lock()  # the inline transformer carries the source being parsed
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(
+        _GRAMMAR.read_text(),
+        start="program",
+        parser="lalr",
+        maybe_placeholders=True,
+        transformer=_TRANSFORMER,
+    )
 
 
 def _describe_expected(expected) -> str:
@@ -180,8 +205,9 @@ def parse(text: str, name: str = "<string>") -> ast.Program:
     # The grammar ends every statement with a newline; a last line without one is still a statement.
     body = text if text.endswith("\n") else text + "\n"
     try:
-        tree = _lark().parse(body)
-        statements = _ToAst(source).transform(tree)
+        with _LOCK:
+            _TRANSFORMER.source = source
+            statements = _lark().parse(body)
     except UnexpectedInput as err:
         raise _parse_error(source, err) from None
     except VisitError as err:  # lark wraps errors raised inside transformer callbacks
