@@ -22,6 +22,7 @@ from .executors.runner import RunResult, execute, node_name, short_name
 from .planner import explain as explain_mod
 from .planner.build import ParamValue, parse_param_override
 from .planner.methods import DISTRIBUTED
+from .planner.passes import dropped_names
 from .planner.physical import FORCEABLE, PhysicalPlan
 
 
@@ -174,7 +175,7 @@ def _check(args, out: Console) -> int:
     live = optimized.live_nodes()
     out.print(f"{args.program}: ok — {len(program.outputs)} output(s), {len(live)} node(s) after rewrites",
               highlight=False)
-    dead = sorted({name for name, _ in program.bindings} - {name for name, _ in optimized.bindings})
+    dead = dropped_names(optimized)
     if dead:
         out.print(f"unused (dropped): {', '.join(dead)}", highlight=False)
     if not program.outputs:

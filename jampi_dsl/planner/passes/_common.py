@@ -58,9 +58,10 @@ def with_kids(node: Node, children: tuple[Node, ...]) -> Node:
     return cls(**kwargs)
 
 
-def postorder(roots: Iterable[Node], seen: set[int] | None = None) -> list[Node]:
+def postorder(roots: Iterable[Node], seen: set[int] | None = None, uses: dict[int, int] | None = None) -> list[Node]:
     """Same order as :func:`graph.postorder` (children before parents, roots in
-    order). Nodes whose uid is in ``seen`` are skipped (and ``seen`` is extended)."""
+    order). Nodes whose uid is in ``seen`` are skipped (and ``seen`` is extended);
+    ``uses``, if given, counts each child edge of the nodes visited."""
     order: list[Node] = []
     seen = set() if seen is None else seen
     for root in roots:
@@ -74,8 +75,12 @@ def postorder(roots: Iterable[Node], seen: set[int] | None = None) -> list[Node]
             if child is None:
                 stack.pop()
                 order.append(node)
-            elif child.uid not in seen:
-                seen.add(child.uid)
+                continue
+            uid = child.uid
+            if uses is not None:
+                uses[uid] = uses.get(uid, 0) + 1
+            if uid not in seen:
+                seen.add(uid)
                 stack.append((child, iter(kids(child))))
     return order
 
@@ -93,14 +98,15 @@ class Walk:
     :func:`finish` hands the next pass the walk of the program it built, so a
     pass that changes nothing costs one traversal and the next pass none."""
 
-    def __init__(self, nodes: list[Node], live: set[int]):
+    def __init__(self, nodes: list[Node], live: set[int], uses: dict[int, int] | None = None):
         self.nodes = nodes
         self.live = live
-        uses: dict[int, int] = {}
-        get = uses.get
-        for node in nodes:
-            for child in kids(node):
-                uses[child.uid] = get(child.uid, 0) + 1
+        if uses is None:
+            uses = {}
+            get = uses.get
+            for node in nodes:
+                for child in kids(node):
+                    uses[child.uid] = get(child.uid, 0) + 1
         self.uses = uses
 
     @classmethod
@@ -108,12 +114,17 @@ class Walk:
         memo = _memo(program)
         walk = memo.get("walk")
         if walk is None:
-            seen: set[int] = set()
-            live_nodes = postorder(program.outputs, seen)
-            live = set(seen)
-            walk = cls(live_nodes + postorder((n for _, n in program.bindings), seen), live)
+            walk = cls.over(program.outputs, [n for _, n in program.bindings])
             memo["walk"] = walk
         return walk
+
+    @classmethod
+    def over(cls, outputs: Iterable[Node], bound: Iterable[Node]) -> Walk:
+        seen: set[int] = set()
+        uses: dict[int, int] = {}
+        live_nodes = postorder(outputs, seen, uses)
+        live = set(seen)
+        return cls(live_nodes + postorder(bound, seen, uses), live, uses)
 
 
 _memo_slot: tuple[weakref.ref, dict[str, Any]] | None = None
@@ -248,27 +259,60 @@ class Rebuilder:
         return finish(self.program, self.mapping, (name,), self.walk.live)
 
     def run_local(self, steps: list[tuple[str, LocalRule]]) -> Program:
-        """Local rules ``rule(node, rb) -> node``, applied in order to each node
-        once its children are final: several passes in one traversal."""
-        fired = [False] * len(steps)
+        """Local rules ``rule(node, rb) -> node`` (several passes in one traversal).
+
+        Each node goes through the rules in order, once its children are done.
+        When a rule makes new inner nodes (``(2 * (A@B)).T`` → ``2 * (B.T@A.T)``),
+        those go through the later rules too, bottom-up, before the node does:
+        exactly what running the passes one after another would do."""
+        self._steps = steps
+        self._fired = [False] * len(steps)
+        self._done: dict[int, int] = {}  # new node uid -> the first rule it has been through all from
         changed = False
         for node in self.walk.nodes:
-            out = rebuilt = self._rebuilt(node)
-            for i, (_, rule) in enumerate(steps):
-                new = rule(out, self)
-                if new is not out and new.type == out.type:  # a rule must never change a type
-                    fired[i] = True
-                    out = new
-                    if self.is_final(out):
-                        # An existing node (x*1 -> x): already through every rule, and
-                        # used elsewhere, so no rule may rewrite it as if it were this one.
-                        break
+            rebuilt = self._rebuilt(node)
+            out = self._apply(rebuilt, 0)
             changed = changed or out is not node
             self._record(node, rebuilt, out)
         if not changed:
             return self.program
-        names = tuple(name for (name, _), f in zip(steps, fired, strict=True) if f)
+        names = tuple(name for (name, _), f in zip(steps, self._fired, strict=True) if f)
         return finish(self.program, self.mapping, names, self.walk.live)
+
+    def _apply(self, node: Node, start: int) -> Node:
+        """Rules ``start..`` on ``node`` (whose children are done)."""
+        steps = self._steps
+        for i in range(start, len(steps)):
+            new = steps[i][1](node, self)
+            if new is node or new.type != node.type:  # a rule must never change a type
+                continue
+            self._fired[i] = True
+            if self.is_final(new):
+                # An existing node (x*1 -> x): already through every rule, and maybe
+                # used elsewhere, so no rule may rewrite it as if it were this one.
+                return new
+            node = self._settle_children(new, i + 1)
+        self._done[node.uid] = start
+        return node
+
+    def _settle_children(self, node: Node, start: int) -> Node:
+        """Put the new inner nodes of a rule's result through rules ``start..``."""
+        if start >= len(self._steps):
+            return node
+        children = kids(node)
+        if not children:
+            return node
+        new_children = []
+        for child in children:
+            if self.is_final(child) or self._done.get(child.uid, len(self._steps)) <= start:
+                new_children.append(child)
+                continue
+            settled = self._apply(self._settle_children(child, start), start)
+            if settled is not child and self.is_final(settled):
+                self.retain(settled)  # a new node became an existing one, which gains this user
+            new_children.append(settled)
+        new = tuple(new_children)
+        return node if new == children else with_kids(node, new)
 
 
 LocalRule = Callable[[Node, Rebuilder], Node]
@@ -301,7 +345,8 @@ def finish(program: Program, mapping: dict[int, Node], names: tuple[str, ...], l
     nodes in the DAG. Bindings that were already dead are left to ``dead_code``."""
     outputs = [mapping[o.uid] for o in program.outputs]
     seen: set[int] = set()
-    live_nodes = postorder(outputs, seen)
+    uses: dict[int, int] = {}
+    live_nodes = postorder(outputs, seen, uses)
     live_after = set(seen)
     bindings = []
     for binding_name, node in program.bindings:
@@ -310,5 +355,5 @@ def finish(program: Program, mapping: dict[int, Node], names: tuple[str, ...], l
             continue
         bindings.append((binding_name, new))
     result = replace(program.with_outputs(outputs, bindings), applied=(*program.applied, *names))
-    walk = Walk(live_nodes + postorder((n for _, n in bindings), seen), live_after)
+    walk = Walk(live_nodes + postorder((n for _, n in bindings), seen, uses), live_after, uses)
     return remember(result, "walk", walk)

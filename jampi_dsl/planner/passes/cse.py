@@ -7,8 +7,8 @@ too. Outputs never merge with each other (two prints print twice). Generators
 are deterministic (``random(4, 4, seed=1)`` is the same matrix every time) and
 two loads of one file read the same data, so both merge.
 
-When ``optimize`` fuses this pass with the rules before it into one traversal,
-nodes those rules create inside a node's new form are merged too.
+Children are merged before their parents (the rebuilder guarantees it, also
+for new nodes the rules before this one make when ``optimize`` fuses them).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import fields
 
 from ..graph import Program, is_output
 from ..ir import Binary, Const, Node
-from ._common import LocalRule, Rebuilder, kids, local_pass, recall, remember, with_kids
+from ._common import LocalRule, Rebuilder, kids, local_pass, recall, remember
 
 NAME = "cse"
 _COMMUTATIVE = ("+", "*")
@@ -28,15 +28,9 @@ def _make_rule() -> LocalRule:
     table: dict[tuple, Node] = {}
     canonical: set[int] = set()  # uids of nodes that are their key's representative
 
-    def intern(node: Node, rb: Rebuilder, top: bool = True) -> Node:
+    def intern(node: Node, rb: Rebuilder) -> Node:
         if node.uid in canonical or is_output(node):
             return node
-        children = kids(node)
-        if children:
-            # Children are canonical already, except nodes another rule just made.
-            new = tuple([c if c.uid in canonical else intern(c, rb, False) for c in children])
-            if new != children:
-                node = with_kids(node, new)
         key = structural_key(node)
         first = table.get(key)
         if first is None or first.uid in rb.consumed:
@@ -45,8 +39,6 @@ def _make_rule() -> LocalRule:
             return node
         for child in kids(node):
             rb.release(child)  # the duplicate is gone, and its uses with it
-        if not top:
-            rb.retain(first)  # (a whole node's users are counted when it is recorded)
         return first
 
     return intern

@@ -3,7 +3,7 @@ not reach any output.
 
 Nodes only exist through the program's roots, so once a dead binding is gone so
 is everything it alone used. What was dropped is recorded in ``applied`` as
-``dead_code: dropped a, b``; :func:`dropped_names` reads it back for explain.
+``dead_code (dropped a, b)``; :func:`dropped_names` reads it back for explain.
 A name rebound later and dropped only in its earlier binding is written with
 the line of that binding (``X (line 3)``) so it is not mistaken for the live one.
 """
