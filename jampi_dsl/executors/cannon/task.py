@@ -31,6 +31,7 @@ from .layout import A_SHIFT, A_SKEW, B_SHIFT, B_SKEW, FaultSpec, Geometry
 from .util import (
     ERROR_TAG,
     CannonTaskError,
+    current_rss,
     fault_exit,
     peak_rss,
     reset_peak_rss,
@@ -386,6 +387,7 @@ def run_task(spec: TaskSpec, iterator):
     run.fault("start")
     trim_heap()
     measured = reset_peak_rss()
+    run.stats["rss_start"] = current_rss()
     from threadpoolctl import threadpool_limits
 
     try:

@@ -40,16 +40,28 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss() -> float:
-    """Peak resident set size of this process in bytes (since the last reset, on Linux)."""
+def _status_kib(field: str) -> float | None:
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return float(line.split()[1]) * 1024
     except OSError:
         pass
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return None
+
+
+def peak_rss() -> float:
+    """Peak resident set size of this process in bytes (since the last reset, on Linux)."""
+    value = _status_kib("VmHWM")
+    if value is None:
+        value = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return value
+
+
+def current_rss() -> float:
+    value = _status_kib("VmRSS")
+    return float("nan") if value is None else value
 
 
 def task_host(ctx, t: int) -> str:
