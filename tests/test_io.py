@@ -124,3 +124,23 @@ def test_failed_run_keeps_previous_outputs_and_writes_none(tmp_path, capsys):
     back = JS.run_text(f'X = load("{tmp_path / "old.parquet"}")\nprint(X)\n')["X"]
     np.testing.assert_array_equal(back, np.ones((300, 300)))
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("target", ["m.npy", "m.csv", "m.parquet", "rows.parquet"])
+def test_round_trip_distributed(spark, tmp_path, dtype, target):
+    """The same round trip with every matrix distributed: the loads feed a Cannon product,
+    so they are made by Spark tasks, and the saves write a distributed result."""
+    original = _matrix(dtype)[:, :9]
+    np.save(tmp_path / "in.npy", original)
+    form = ', form="rows"' if target.startswith("rows") else ""
+    js = jampi_dsl.session(executor="cannon")
+    eye_dtype = ', dtype="float32"' if dtype == "float32" else ""
+    (tmp_path / "w.lin").write_text(f'A = load("in.npy")\nI = eye(9{eye_dtype})\nsave(A @ I, "{target}"{form})\n')
+    js.run_file(tmp_path / "w.lin")
+    read_dtype = "" if target.endswith(".csv") else eye_dtype  # CSV reads back as float64
+    (tmp_path / "r.lin").write_text(f'B = load("{target}")\nC = B @ eye(9{read_dtype})\nprint(C)\n')
+    back = js.run_file(tmp_path / "r.lin")["C"]
+    expected_dtype = "float64" if target.endswith(".csv") else dtype
+    assert back.dtype == np.dtype(expected_dtype) and back.shape == original.shape
+    np.testing.assert_allclose(back, original, rtol=1e-6 if dtype == "float32" else 0)
