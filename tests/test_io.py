@@ -16,9 +16,9 @@ from jampi_dsl.cli import main
 JS = jampi_dsl.session(executor="local")
 
 
-def _matrix(dtype: str) -> np.ndarray:
+def _matrix(dtype: str, rows: int = 70) -> np.ndarray:
     rng = np.random.default_rng(3)
-    m = rng.standard_normal((70, 9)).astype(dtype)
+    m = rng.standard_normal((rows, 9)).astype(dtype)
     m[5] = 0  # an empty row in the middle
     m[-3:] = 0  # and empty rows at the end: the shape must survive the coordinate form
     return m
@@ -131,7 +131,7 @@ def test_failed_run_keeps_previous_outputs_and_writes_none(tmp_path, capsys):
 def test_round_trip_distributed(spark, tmp_path, dtype, target):
     """The same round trip with every matrix distributed: the loads feed a Cannon product,
     so they are made by Spark tasks, and the saves write a distributed result."""
-    original = _matrix(dtype)[:, :9]
+    original = _matrix(dtype, rows=600)  # 600 rows: two row blocks on the embedded default
     np.save(tmp_path / "in.npy", original)
     form = ', form="rows"' if target.startswith("rows") else ""
     js = jampi_dsl.session(executor="cannon")
@@ -144,3 +144,7 @@ def test_round_trip_distributed(spark, tmp_path, dtype, target):
     expected_dtype = "float64" if target.endswith(".csv") else dtype
     assert back.dtype == np.dtype(expected_dtype) and back.shape == original.shape
     np.testing.assert_allclose(back, original, rtol=1e-6 if dtype == "float32" else 0)
+    from jampi_dsl.executors.distributed import choose_block
+    from jampi_dsl.session import task_slots
+
+    assert choose_block(original.shape, task_slots(spark))[0] < original.shape[0], "expected several blocks"
