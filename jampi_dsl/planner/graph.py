@@ -55,22 +55,30 @@ class Program:
         return replace(self, **changes)
 
 
-def postorder(roots: Iterable[Node]) -> list[Node]:
+def postorder(
+    roots: Iterable[Node], seen: set[int] | None = None, uses: dict[int, int] | None = None
+) -> list[Node]:
+    """Children before parents, roots in order. Nodes whose uid is in ``seen`` are skipped
+    (and ``seen`` is extended); ``uses``, if given, counts every child edge of the nodes visited."""
     order: list[Node] = []
-    seen: set[int] = set()
+    seen = set() if seen is None else seen
     for root in roots:
         if root.uid in seen:
             continue
-        stack: list[tuple[Node, Iterator[Node]]] = [(root, iter(root.children))]
         seen.add(root.uid)
+        stack: list[tuple[Node, Iterator[Node]]] = [(root, iter(root.children))]
         while stack:
             node, it = stack[-1]
             child = next(it, None)
             if child is None:
                 stack.pop()
                 order.append(node)
-            elif child.uid not in seen:
-                seen.add(child.uid)
+                continue
+            uid = child.uid
+            if uses is not None:
+                uses[uid] = uses.get(uid, 0) + 1
+            if uid not in seen:
+                seen.add(uid)
                 stack.append((child, iter(child.children)))
     return order
 

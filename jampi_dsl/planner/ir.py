@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any, ClassVar
 
 from ..errors import ShapeError, Span
@@ -72,9 +73,21 @@ class Node:
     def infer(self) -> Type:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # One getter per class, built once: `children` is on every traversal's hot path.
+        names = cls.CHILDREN
+        if not names:
+            cls._get_children = staticmethod(lambda node: ())
+        elif len(names) == 1:
+            one = attrgetter(names[0])
+            cls._get_children = staticmethod(lambda node: (one(node),))
+        else:
+            cls._get_children = staticmethod(attrgetter(*names))
+
     @property
     def children(self) -> tuple[Node, ...]:
-        return tuple(getattr(self, name) for name in self.CHILDREN)
+        return self._get_children(self)
 
     def attrs(self) -> dict[str, Any]:
         skip = {"span", "type", "uid", *self.CHILDREN}

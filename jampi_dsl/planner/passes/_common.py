@@ -8,42 +8,21 @@ existing nodes (``A.T.T -> A`` gives ``A`` a new parent) or CSE merges nodes,
 so the rebuilder keeps user counts for the program being built.
 
 Speed matters here (a 10,000-statement program is a DAG tens of thousands of
-nodes deep, rebuilt by several passes), so children are read through cached
-``attrgetter``s and each pass walks the program once.
+nodes deep, rebuilt by several passes), so each pass walks the program once
+(``graph.postorder``, counting uses on the way).
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import fields, replace
-from operator import attrgetter
 from typing import Any
 
-from ..graph import Program
+from ..graph import Program, postorder
 from ..ir import Node
 
-_KIDS: dict[type, Callable[[Node], tuple[Node, ...]]] = {}
 _INIT_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def kids(node: Node) -> tuple[Node, ...]:
-    """``node.children``, several times faster."""
-    getter = _KIDS.get(type(node))
-    if getter is None:
-        names = type(node).CHILDREN
-        if not names:
-            def getter(n):
-                return ()
-        elif len(names) == 1:
-            one = attrgetter(names[0])
-
-            def getter(n):
-                return (one(n),)
-        else:
-            getter = attrgetter(*names)
-        _KIDS[type(node)] = getter
-    return getter(node)
 
 
 def with_kids(node: Node, children: tuple[Node, ...]) -> Node:
@@ -56,33 +35,6 @@ def with_kids(node: Node, children: tuple[Node, ...]) -> Node:
     kwargs: dict[str, Any] = {name: getattr(node, name) for name in names}
     kwargs.update(zip(cls.CHILDREN, children, strict=True))
     return cls(**kwargs)
-
-
-def postorder(roots: Iterable[Node], seen: set[int] | None = None, uses: dict[int, int] | None = None) -> list[Node]:
-    """Same order as :func:`graph.postorder` (children before parents, roots in
-    order). Nodes whose uid is in ``seen`` are skipped (and ``seen`` is extended);
-    ``uses``, if given, counts each child edge of the nodes visited."""
-    order: list[Node] = []
-    seen = set() if seen is None else seen
-    for root in roots:
-        if root.uid in seen:
-            continue
-        seen.add(root.uid)
-        stack: list[tuple[Node, Iterator[Node]]] = [(root, iter(kids(root)))]
-        while stack:
-            node, it = stack[-1]
-            child = next(it, None)
-            if child is None:
-                stack.pop()
-                order.append(node)
-                continue
-            uid = child.uid
-            if uses is not None:
-                uses[uid] = uses.get(uid, 0) + 1
-            if uid not in seen:
-                seen.add(uid)
-                stack.append((child, iter(kids(child))))
-    return order
 
 
 def reachable(roots: Iterable[Node]) -> set[int]:
@@ -105,7 +57,7 @@ class Walk:
             uses = {}
             get = uses.get
             for node in nodes:
-                for child in kids(node):
+                for child in node.children:
                     uses[child.uid] = get(child.uid, 0) + 1
         self.uses = uses
 
@@ -221,7 +173,7 @@ class Rebuilder:
     # ------------------------------------------------------------ the walk
 
     def _rebuilt(self, node: Node) -> Node:
-        children = kids(node)
+        children = node.children
         if children:
             new = tuple([self.mapping[c.uid] for c in children])
             if new != children:  # tuples compare elements by identity first; nodes have no __eq__
@@ -237,7 +189,7 @@ class Rebuilder:
             refs[uid] = users
         elif uid not in self._images:
             refs[uid] = refs.get(uid, 1) - 1 + users  # a new node, so far used only where it was made
-        elif uid in self._moved or any(c is out for c in kids(rebuilt)):
+        elif uid in self._moved or any(c is out for c in rebuilt.children):
             refs[uid] += users - 1  # x*1 -> x: the use by the rewritten node passes to its users
         else:
             refs[uid] += users
@@ -299,7 +251,7 @@ class Rebuilder:
         """Put the new inner nodes of a rule's result through rules ``start..``."""
         if start >= len(self._steps):
             return node
-        children = kids(node)
+        children = node.children
         if not children:
             return node
         new_children = []

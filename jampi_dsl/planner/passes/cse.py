@@ -17,7 +17,7 @@ from dataclasses import fields
 
 from ..graph import Program, is_output
 from ..ir import Binary, Const, Node
-from ._common import LocalRule, Rebuilder, kids, local_pass, recall, remember
+from ._common import LocalRule, Rebuilder, local_pass, recall, remember
 
 NAME = "cse"
 _COMMUTATIVE = ("+", "*")
@@ -37,7 +37,7 @@ def _make_rule() -> LocalRule:
             table[key] = node
             canonical.add(node.uid)
             return node
-        for child in kids(node):
+        for child in node.children:
             rb.release(child)  # the duplicate is gone, and its uses with it
         return first
 
@@ -74,4 +74,4 @@ def structural_key(node: Node) -> tuple:
     if names is None:
         names = tuple(f.name for f in fields(cls) if f.name not in ("span", "type", "uid", *cls.CHILDREN))
         _ATTRS[cls] = names
-    return (cls.__name__, tuple(getattr(node, n) for n in names), tuple(c.uid for c in kids(node)))
+    return (cls.__name__, tuple(getattr(node, n) for n in names), tuple(c.uid for c in node.children))
