@@ -267,7 +267,7 @@ def _rogue_clients(folder: str, expected: int, results: list, stop: threading.Ev
     seen: set[str] = set()
     while not stop.is_set() and len(seen) < expected:
         for path in glob.glob(os.path.join(folder, "task-*")):
-            if path in seen:
+            if path in seen or path.endswith(".tmp"):  # a .tmp is renamed while we look
                 continue
             seen.add(path)
             host, port = open(path).read().rsplit(":", 1)
