@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ResolveError, Source, Span
+from ..gcpause import paused_gc
 from ..grammar import ast
 from ..grammar.ast import source_text
 from . import ir
@@ -364,4 +365,5 @@ def build(
     if base_dir is None:
         name = program.source.name
         base_dir = str(Path(name).parent.resolve()) if not name.startswith("<") else os.getcwd()
-    return Builder(program, overrides or {}, base_dir).build()
+    with paused_gc():
+        return Builder(program, overrides or {}, base_dir).build()

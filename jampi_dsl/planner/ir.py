@@ -49,12 +49,28 @@ class Type:
 
 SCALAR = Type("scalar")
 OUTPUT = Type("output")
+_MATRIX_TYPES: dict[tuple[tuple[int, int], str], Type] = {}
+
+
+def matrix_type(shape: tuple[int, int], dtype: str) -> Type:
+    """One shared Type per (shape, dtype): a program has few distinct ones, and
+    equal types then compare by identity on the rewrite passes' hot path."""
+    key = (shape, dtype)
+    found = _MATRIX_TYPES.get(key)
+    if found is None:
+        found = _MATRIX_TYPES.setdefault(key, Type("matrix", (int(shape[0]), int(shape[1])), dtype))
+    return found
 
 
 def _join_dtype(*types: Type) -> str:
     """float32 only when every matrix operand is float32 (scalars never widen, as in NumPy)."""
-    mats = [t for t in types if t.is_matrix]
-    return "float32" if mats and all(t.dtype == "float32" for t in mats) else "float64"
+    joined = "float64"
+    for t in types:
+        if t.kind == "matrix":
+            if t.dtype != "float32":
+                return "float64"
+            joined = "float32"
+    return joined
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,7 +116,27 @@ class Node:
     def with_children(self, children: tuple[Node, ...]) -> Node:
         if all(a is b for a, b in zip(children, self.children, strict=True)):
             return self
-        return replace(self, **dict(zip(self.CHILDREN, children, strict=True)))
+        return self.replacing_children(children)
+
+    def replacing_children(self, children: tuple[Node, ...]) -> Node:
+        """A new node like this one over ``children`` (known to differ from the current ones).
+
+        When every new child has its predecessor's type, the new node's type and
+        shape checks are this node's (``infer`` reads only the attributes and the
+        children's types), so it is copied instead of rebuilt: the rewrite passes
+        do this for every ancestor of a change, tens of thousands of times on a
+        large program."""
+        names = self.CHILDREN
+        old = self._get_children(self)
+        for before, after in zip(old, children, strict=True):
+            if before.type is not after.type and before.type != after.type:
+                return replace(self, **dict(zip(names, children, strict=True)))
+        new = object.__new__(type(self))
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.update(zip(names, children, strict=True))
+        state["uid"] = next(_ids)
+        return new
 
     def evolve(self, **changes: Any) -> Node:
         return replace(self, **changes)
@@ -136,7 +172,7 @@ class Generate(Node):
     def infer(self) -> Type:
         if min(self.shape) < 1:
             self._fail(f"matrix dimensions must be positive, got {self.shape[0]}x{self.shape[1]}")
-        return Type("matrix", self.shape, self.dtype)
+        return matrix_type(self.shape, self.dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,7 +184,7 @@ class Load(Node):
     options: tuple[tuple[str, Any], ...] = ()
 
     def infer(self) -> Type:
-        return Type("matrix", self.shape, self.dtype)
+        return matrix_type(self.shape, self.dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,7 +194,7 @@ class Literal(Node):
     array: Any = field(compare=False)
 
     def infer(self) -> Type:
-        return Type("matrix", tuple(self.array.shape), str(self.array.dtype))
+        return matrix_type(tuple(self.array.shape), str(self.array.dtype))
 
     def attrs(self) -> dict[str, Any]:
         return {"array_id": id(self.array), "shape": tuple(self.array.shape), "dtype": str(self.array.dtype)}
@@ -174,7 +210,7 @@ class Frame(Node):
     dtype: str
 
     def infer(self) -> Type:
-        return Type("matrix", self.shape, self.dtype)
+        return matrix_type(self.shape, self.dtype)
 
     def attrs(self) -> dict[str, Any]:
         return {"frame_id": id(self.frame), "form": self.form, "shape": self.shape, "dtype": self.dtype}
@@ -192,7 +228,7 @@ class Transpose(Node):
         t = self.x.type
         if not t.is_matrix:
             self._fail("transpose needs a matrix")
-        return Type("matrix", (t.shape[1], t.shape[0]), t.dtype)
+        return matrix_type((t.shape[1], t.shape[0]), t.dtype)
 
 
 def _product_shape(node: Node, a: Type, b: Type, trans_a: bool, trans_b: bool) -> tuple[int, int]:
@@ -219,7 +255,7 @@ class MatMul(Node):
 
     def infer(self) -> Type:
         shape = _product_shape(self, self.a.type, self.b.type, self.trans_a, self.trans_b)
-        return Type("matrix", shape, _join_dtype(self.a.type, self.b.type))
+        return matrix_type(shape, _join_dtype(self.a.type, self.b.type))
 
     @property
     def inner(self) -> int:
@@ -243,7 +279,7 @@ class Gemm(Node):
         shape = _product_shape(self, self.a.type, self.b.type, self.trans_a, self.trans_b)
         if not self.c.type.is_matrix or self.c.type.shape != shape:
             self._fail(f"GEMM addend must be {shape[0]}x{shape[1]}, got {self.c.type}")
-        return Type("matrix", shape, _join_dtype(self.a.type, self.b.type, self.c.type))
+        return matrix_type(shape, _join_dtype(self.a.type, self.b.type, self.c.type))
 
     @property
     def inner(self) -> int:
@@ -274,10 +310,10 @@ class Binary(Node):
                     f"elementwise {self.operator} needs equal shapes: "
                     f"{a.shape[0]}x{a.shape[1]} {self.operator} {b.shape[0]}x{b.shape[1]}"
                 )
-            return Type("matrix", a.shape, _join_dtype(a, b))
+            return matrix_type(a.shape, _join_dtype(a, b))
         if a.is_matrix or b.is_matrix:
             m = a if a.is_matrix else b
-            return Type("matrix", m.shape, m.dtype)
+            return matrix_type(m.shape, m.dtype)
         return SCALAR
 
 

@@ -29,9 +29,9 @@ Every pass drops bindings to nodes it absorbed, so no later ``dead_code`` is nee
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterable
 
+from ...gcpause import paused_gc
 from ..graph import Program
 from .cse import cse
 from .dead_code import applied_passes, dead_code, dropped_names
@@ -61,22 +61,14 @@ PASSES: dict[str, Pass] = {
 def optimize(program: Program, rules: Iterable[Pass] = RULES) -> Program:
     """Apply ``rules`` in order.
 
-    The cyclic garbage collector is paused meanwhile: the passes build tens of
-    thousands of short-lived acyclic nodes on a large program (freed by
-    reference counting anyway), and full collections scanning the whole DAG
-    again and again would double the time.
+    The cyclic garbage collector is paused meanwhile (see :mod:`jampi_dsl.gcpause`).
 
     (``_common.run_local_passes`` can run consecutive local passes in one traversal,
     but hypothesis found programs where that differs from running them one by one,
     so the passes run one by one until it is fixed.)"""
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         for rule in rules:
             program = rule(program)
-    finally:
-        if paused:
-            gc.enable()
     return program
 
 

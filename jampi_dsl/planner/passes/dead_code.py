@@ -27,13 +27,12 @@ def dead_code(program: Program) -> Program:
     if not dropped:
         return program
     kept_names = {name for name, _ in kept}
-    labels: list[str] = []
+    labels: dict[str, None] = {}  # ordered and without repeats
     for name, node in dropped:
         label = name
         if name in kept_names and node.span is not None:
             label = f"{name} (line {node.span.line})"
-        if label not in labels:
-            labels.append(label)
+        labels[label] = None
     result = program.with_outputs(program.outputs, kept, applied=f"{_PREFIX}{', '.join(labels)})")
     return remember(result, "walk", Walk([n for n in walk.nodes if n.uid in live], live))
 
