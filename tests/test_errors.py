@@ -28,6 +28,8 @@ BAD_PROGRAMS = {
     "missing_file": ("A = load(\"nowhere.npy\")\nsave(A, \"out/a.npy\")\n", 1, 10, "file not found"),
     "three_d_npy": ("A = load(\"cube.npy\")\nsave(A, \"out/a.npy\")\n", 1, 10, "3-D"),
     "non_whole_size": ("param n = 10.5\nX = random(n, 3)\nsave(X, \"out/x.npy\")\n", 2, 12, "whole number"),
+    # `param` is reserved (LANGUAGE.md), so it is no name anywhere, not only at a statement's start
+    "param_as_name": ("X = random(3, 3)\nY = X @ param\nsave(Y, \"out/y.npy\")\n", 2, 9, "unexpected 'param'"),
 }
 
 

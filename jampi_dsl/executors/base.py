@@ -70,6 +70,7 @@ class RunContext:
     blas_threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     staged: StagedOutputs = field(default_factory=StagedOutputs)  # saves, renamed into place at the end
+    step: Any = None  # the plan step being run: its physical decisions (e.g. ``writes``) beyond the method
 
     def get_spark(self) -> Any:
         if self.spark is None:

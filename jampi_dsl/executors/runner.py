@@ -122,6 +122,7 @@ def _run_steps(plan, ctx, executors, remaining, values, result, on_start, on_don
         if on_start:
             on_start(step)
         started = time.perf_counter()
+        ctx.step = step
         try:
             inputs = [values[c.uid] for c in node.children]
             if executor.placement == "local":

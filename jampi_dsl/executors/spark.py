@@ -8,13 +8,14 @@ happen to come from the driver, or Python floats.
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ExecutionError, InputError
 from ..planner import ir
+from ..planner.physical import executors_share_files
 from . import formats, io
 from .base import Executor, OutputValue, RunContext, handles
 from .distributed import DistMatrix, choose_block
@@ -32,8 +33,27 @@ def default_block(ctx: RunContext, shape: tuple[int, int], dtype: str) -> tuple[
     return choose_block(shape, slots(ctx), np.dtype(dtype).itemsize)
 
 
+@dataclass(frozen=True)
+class WrittenNpy:
+    """A product its Cannon tasks wrote into a staged ``.npy`` file (the plan's write-through).
+
+    Its one consumer, the Save of that file, only records it; the run commits
+    it with its other outputs, so a failure later still leaves nothing behind.
+    """
+
+    path: str
+    shape: tuple[int, int]
+    dtype: np.dtype
+
+
+def _not_written(value: Any) -> None:
+    if isinstance(value, WrittenNpy):
+        raise ExecutionError(f"the product was written to {value.path} by its tasks; nothing else can use it")
+
+
 def as_dist(value: Any, ctx: RunContext, like: DistMatrix | None = None) -> DistMatrix:
     """A DistMatrix for ``value``, on ``like``'s layout when given (a driver array is shipped once)."""
+    _not_written(value)
     if isinstance(value, DistMatrix):
         if like is not None and value.layout != like.layout:
             return value.rechunk(like.block)
@@ -44,6 +64,7 @@ def as_dist(value: Any, ctx: RunContext, like: DistMatrix | None = None) -> Dist
 
 
 def to_local(value: Any) -> Any:
+    _not_written(value)
     if isinstance(value, DistMatrix):
         if value.source is not None and not value.is_cached:
             # Still a recipe: make it here rather than run a job and collect it.
@@ -54,8 +75,7 @@ def to_local(value: Any) -> Any:
 
 def shares_files(ctx: RunContext) -> bool:
     """Executors see the driver's files: local mode, or a cluster whose master is on this machine."""
-    master = ctx.get_spark().sparkContext.master
-    return master.startswith("local") or bool(re.match(r"spark://(127\.|localhost[:/])", master))
+    return executors_share_files(ctx.get_spark().sparkContext.master)
 
 
 class SparkExecutor(Executor):
@@ -124,6 +144,10 @@ class SparkExecutor(Executor):
     @handles(ir.Save)
     def save(self, node: ir.Save, inputs, ctx: RunContext):
         (x,) = inputs
+        if isinstance(x, WrittenNpy) and x.path == node.path:
+            # Staged by the product step already: committed with the run's other outputs.
+            ctx.emit(OutputValue("save", node.path, None, f"saved {node.path} (written by the Cannon tasks)"))
+            return None
         if node.format == "npy" and isinstance(x, DistMatrix) and shares_files(ctx):
             # Each task writes its own block into the file: the matrix never passes through the driver.
             ctx.staged.stage(node.path, x.save_npy)
@@ -169,12 +193,22 @@ class CannonExecutor(Executor):
     name = "cannon"
     placement = "distributed"
 
-    def _product(self, node, a, b, ctx: RunContext) -> DistMatrix:
+    def _product(self, node, a, b, ctx: RunContext, write: bool = True, **gemm) -> DistMatrix | WrittenNpy:
+        """The stage; straight into the staged output file when the plan says so (``step.writes``)."""
         from .cannon import CannonConfig, cannon_matmul
 
         config = ctx.options.get("cannon_config") or CannonConfig()
-        return cannon_matmul(ctx.get_spark(), _operand(a, ctx), _operand(b, ctx),
-                             trans_a=node.trans_a, trans_b=node.trans_b, config=config)
+        spark, a, b = ctx.get_spark(), _operand(a, ctx), _operand(b, ctx)
+
+        def run(output_npy: str | None = None):
+            return cannon_matmul(spark, a, b, trans_a=node.trans_a, trans_b=node.trans_b, config=config,
+                                 output_npy=output_npy, **gemm)
+
+        path = getattr(ctx.step, "writes", None)
+        if write and path is not None and ctx.step.node is node and shares_files(ctx):
+            ctx.staged.stage(path, run)
+            return WrittenNpy(path, node.type.shape, np.dtype(node.type.dtype))
+        return run()
 
     @handles(ir.MatMul)
     def matmul(self, node: ir.MatMul, inputs, ctx: RunContext):
@@ -182,6 +216,14 @@ class CannonExecutor(Executor):
 
     @handles(ir.Gemm)
     def gemm(self, node: ir.Gemm, inputs, ctx: RunContext):
-        a, b, c = inputs
-        return combine_gemm(node, self._product(node, a, b, ctx), c, ctx)
+        from .cannon.feed import is_source
 
+        a, b, c = inputs
+        if node.beta == 0.0:
+            return self._product(node, a, b, ctx, alpha=node.alpha)
+        addend = _operand(c, ctx)
+        if is_source(addend) and np.dtype(addend.dtype) == np.dtype(node.type.dtype):
+            # The tasks make their block of the addend and finish C themselves: no second pass.
+            return self._product(node, a, b, ctx, alpha=node.alpha, beta=node.beta, addend=addend)
+        product = self._product(node, a, b, ctx, write=False)  # then the Save writes it, from its tasks
+        return combine_gemm(node, product, c if is_source(addend) else addend, ctx)

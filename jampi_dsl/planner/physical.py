@@ -9,7 +9,9 @@ local one does, so adding one touches nothing in the front half.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import PlanError
@@ -30,6 +32,8 @@ class Step:
     estimate: Estimate | None = None
     runner_up: tuple[str, Estimate | str] | None = None  # (method, its estimate or why it was rejected)
     forced: bool = False
+    # A product whose tasks write its one consumer's .npy file (that Save step only commits it).
+    writes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,49 @@ def _non_product_step(node: ir.Node, resources: Resources, placed: dict[int, str
     return Step(node, "local", reason, LOCAL.estimate(node, resources))
 
 
+def executors_share_files(master: str) -> bool:
+    """Executors see the driver's files: local mode, or a cluster whose master is on this machine."""
+    return master == "embedded" or master.startswith("local") or bool(re.match(r"spark://(127\.|localhost[:/])", master))
+
+
+def _write_through(steps: tuple[Step, ...], resources: Resources) -> tuple[Step, ...]:
+    """A Cannon product saved to ``.npy`` and used by nothing else writes the file from its tasks.
+
+    Decided here, not by the executor looking ahead, because it changes how two
+    steps run (the product writes, the save only commits) and so belongs in the
+    plan, where ``explain`` shows it. A Gemm qualifies when its tasks can make
+    the addend themselves (a generator or an ``.npy`` file) or do not need it.
+    The executor still falls back to the ordinary save if the run's Spark turns
+    out not to share files with the driver.
+    """
+    if not executors_share_files(resources.master):
+        return steps
+    users: dict[int, list[Step]] = {}
+    for step in steps:
+        for uid in {c.uid for c in step.node.children}:
+            users.setdefault(uid, []).append(step)
+    changed: dict[int, Step] = {}
+    for step in steps:
+        consumers = users.get(step.node.uid, [])
+        if step.method != "cannon" or len(consumers) != 1 or not _addend_made_by_tasks(step.node):
+            continue
+        save = consumers[0]
+        if not (isinstance(save.node, ir.Save) and save.node.format == "npy" and save.method == "spark"):
+            continue
+        name = os.path.basename(save.node.path)
+        changed[step.node.uid] = replace(step, reason=f"{step.reason}; writes {name} from its tasks",
+                                         writes=save.node.path)
+        changed[save.node.uid] = replace(save, reason=f"commits {name}, written by the tasks of its input")
+    return tuple(changed.get(s.node.uid, s) for s in steps)
+
+
+def _addend_made_by_tasks(node: ir.Node) -> bool:
+    if not isinstance(node, ir.Gemm) or node.beta == 0.0:
+        return True
+    c = node.c.x if isinstance(node.c, ir.Transpose) else node.c
+    return isinstance(c, ir.Generate) or (isinstance(c, ir.Load) and c.format == "npy")
+
+
 def lower(program: Program, resources: Resources | None = None, executor: str = "auto") -> PhysicalPlan:
     """Choose a method for every live node (after the rewrite passes)."""
     if executor not in FORCEABLE:
@@ -164,7 +211,7 @@ def lower(program: Program, resources: Resources | None = None, executor: str = 
     products = {n.uid: _choose_product(n, resources, executor) for n in nodes if isinstance(n, ir.PRODUCT_NODES)}
     placed = _placements(nodes, products, resources)
     steps = tuple(products.get(n.uid) or _non_product_step(n, resources, placed) for n in nodes)
-    return PhysicalPlan(program, steps, resources)
+    return PhysicalPlan(program, _write_through(steps, resources), resources)
 
 
 # The planner owns every method's cost model; whether one applies depends on the Resources.

@@ -138,10 +138,16 @@ def cannon_matmul(
     grid: int | tuple[int, int] | None = None,
     config: CannonConfig | None = None,
     output_npy: str | None = None,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+    addend: Any = None,
 ):
     """``op(a) @ op(b)`` with Cannon's algorithm in one barrier stage (op = transpose when asked).
 
-    ``a`` and ``b`` are DistMatrix or BlockSource values. Returns a DistMatrix in
+    ``a`` and ``b`` are DistMatrix or BlockSource values. With ``alpha``, ``beta``
+    and ``addend`` (a BlockSource of the result's shape and dtype) each task
+    finishes its block as GEMM does, ``alpha * product + beta * addend``, with
+    the rounding of jampi's blockwise operations (scale, then add). Returns a DistMatrix in
     the q×q grid layout (block ceil(m/q) × ceil(n/q)), or ``None`` when
     ``output_npy`` is given: then each task writes its block straight into that
     file (which must be reachable from every executor), created atomically.
@@ -161,6 +167,11 @@ def cannon_matmul(
     dtype = np.result_type(a_dtype, b_dtype)
     if dtype not in (np.float32, np.float64):
         raise ShapeError(f"Cannon products are float32 or float64, not {dtype}")
+    if beta != 0.0 and addend is not None:
+        if not is_source(addend) or tuple(addend.shape) != (m, n) or np.dtype(addend.dtype) != dtype:
+            raise ShapeError(f"the addend of a Cannon GEMM must be a {m}x{n} {dtype} BlockSource")
+    else:
+        addend = None
     if sc.getConf().get("spark.dynamicAllocation.enabled", "false").lower() == "true":
         raise ExecutionError(
             "Cannon runs as a barrier stage, which Spark refuses under dynamic allocation"
@@ -201,6 +212,9 @@ def cannon_matmul(
                 connect_delay=config.connect_delay,
                 npy_path=npy_tmp,
                 stats=stats_acc,
+                alpha=float(alpha),
+                beta=float(beta),
+                addend=addend,
             )
             base = feed.rdd if feed.rdd is not None else sc.parallelize(range(q * q), q * q)
             stage = base.barrier().mapPartitions(partial(run_task, spec))
@@ -211,7 +225,7 @@ def cannon_matmul(
             sc.setJobDescription(
                 f"jampi Cannon {m}x{k} @ {k}x{n} on a {q}x{q} grid, attempt {attempt}"
             )
-            t0 = time.perf_counter()
+            t0, submitted = time.perf_counter(), time.time()
             try:
                 if npy_tmp is None:
                     # Runs the stage with a JVM-side count (C never passes through Python again),
@@ -229,7 +243,8 @@ def cannon_matmul(
             if stats_acc is not None:
                 for row in stats_acc.value:
                     if row.get("attempt") == attempt:
-                        config.stats.append(dict(row, stage_seconds=time.perf_counter() - t0))
+                        config.stats.append(dict(row, stage_seconds=time.perf_counter() - t0,
+                                                 submitted_at=submitted, finished_at=time.time()))
             if npy_tmp is not None:
                 os.replace(npy_tmp, os.path.abspath(output_npy))
                 npy_tmp = None

@@ -73,6 +73,9 @@ class TaskSpec:
     connect_delay: float = 0.0
     npy_path: str | None = None
     stats: Any = None  # a Spark accumulator of per-task stat dicts
+    alpha: float = 1.0  # GEMM epilogue: C = alpha * product + beta * addend
+    beta: float = 0.0
+    addend: Any = None  # a BlockSource, or None
 
 
 def fit_block(arr: np.ndarray, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
@@ -353,6 +356,7 @@ class TaskRun:
             t0 = time.perf_counter()
             gemm_into(a, geo.trans_a, b, geo.trans_b, c, accumulate=r > 0)
             gemm_time += time.perf_counter() - t0
+            self.stats[f"gemm{r}"] = time.perf_counter() - t0
             if handle is not None:
                 self.finish(handle)
                 a, a_next = a_next, a
@@ -361,20 +365,55 @@ class TaskRun:
         return c
 
     # --- output ---------------------------------------------------------------------------
+    def epilogue(self, c: np.ndarray) -> None:
+        """GEMM's ``alpha * C + beta * addend``, in place, rounded as DistMatrix.scalar/elementwise do."""
+        spec = self.spec
+        if spec.alpha != 1.0:
+            np.multiply(c, c.dtype.type(spec.alpha), out=c)
+        if spec.addend is None or spec.beta == 0.0:
+            return
+        i, j = self.geo.coords(self.t)
+        bm, bn = self.geo.bm, self.geo.bn
+        s = spec.addend.region((i * bm, (i + 1) * bm), (j * bn, (j + 1) * bn))
+        if spec.beta == -1.0:
+            np.subtract(c, s, out=c)
+            return
+        if spec.beta != 1.0:
+            np.multiply(s, s.dtype.type(spec.beta), out=s)
+        np.add(c, s, out=c)
+
     def write_npy(self, c: np.ndarray) -> None:
+        """Write the block's rows into their places in the preallocated file.
+
+        ``pwrite`` rather than a memory map: no page faults on the sparse file,
+        no ``msync`` (which waits for the disk), and NFS-style shared
+        filesystems publish the data on close.
+        """
         geo = self.geo
         i, j = geo.coords(self.t)
         rows, cols = geo.c_shape(i, j)
-        mm = np.lib.format.open_memmap(self.spec.npy_path, mode="r+")
-        try:
-            if mm.shape != (geo.m, geo.n) or mm.dtype != self.dtype:
+        with open(self.spec.npy_path, "r+b") as fh:
+            fmt = np.lib.format
+            v1 = fmt.read_magic(fh) == (1, 0)
+            shape, fortran, dtype = (fmt.read_array_header_1_0 if v1 else fmt.read_array_header_2_0)(fh)
+            if shape != (geo.m, geo.n) or fortran or dtype != self.dtype:
                 raise CannonTaskError(
-                    f"{self.name()}: output file is {mm.shape} {mm.dtype}, expected {(geo.m, geo.n)} {self.dtype}"
+                    f"{self.name()}: output file is {shape} {dtype}, expected {(geo.m, geo.n)} {self.dtype}"
                 )
-            mm[i * geo.bm : i * geo.bm + rows, j * geo.bn : j * geo.bn + cols] = c[:rows, :cols]
-            mm.flush()
-        finally:
-            del mm
+            fd, size = fh.fileno(), self.dtype.itemsize
+            start = fh.tell() + (i * geo.bm * geo.n + j * geo.bn) * size
+            if cols == geo.n:  # whole rows: one contiguous stretch of the file
+                _pwrite_all(fd, np.ascontiguousarray(c[:rows]), start)
+                return
+            for r in range(rows):
+                _pwrite_all(fd, c[r, :cols], start + r * geo.n * size)
+
+
+def _pwrite_all(fd: int, arr: np.ndarray, offset: int) -> None:
+    view = memoryview(arr).cast("B")
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
 
 
 def run_task(spec: TaskSpec, iterator):
@@ -384,6 +423,7 @@ def run_task(spec: TaskSpec, iterator):
     ctx = BarrierTaskContext.get()
     run = TaskRun(spec, ctx, ctx.partitionId())
     start = time.perf_counter()
+    run.stats["started_at"] = time.time()  # wall clock: the driver compares it with its submit time
     run.fault("start")
     trim_heap()
     measured = reset_peak_rss()
@@ -397,6 +437,7 @@ def run_task(spec: TaskSpec, iterator):
             run.stats["inputs_ready"] = time.perf_counter() - start
             c = run.multiply(a, b, spares)
             del a, b, spares
+            run.epilogue(c)
     except CannonTaskError:
         raise
     except ChannelError as exc:
@@ -409,6 +450,7 @@ def run_task(spec: TaskSpec, iterator):
     i, j = geo.coords(run.t)
     if spec.npy_path is not None:
         run.write_npy(c)
+        run.stats["wrote_npy"] = 1
         del c
     else:
         rows, cols = geo.c_shape(i, j)
@@ -417,6 +459,7 @@ def run_task(spec: TaskSpec, iterator):
         yield (i, j), block
         del block
     run.stats["total"] = time.perf_counter() - start
+    run.stats["ended_at"] = time.time()
     run.stats["peak_rss"] = peak_rss() if measured else float("nan")
     run.stats["block_bytes"] = (
         max(geo.bm * geo.bk, geo.bk * geo.bn, geo.bm * geo.bn) * np.dtype(geo.dtype).itemsize
