@@ -17,6 +17,7 @@ import numpy as np
 from .errors import InputError, ResolveError
 from .executors.base import RunContext
 from .executors.runner import RunResult, execute
+from .gcpause import paused_gc
 from .grammar.parser import parse, parse_file
 from .planner import explain as explain_mod
 from .planner import ir
@@ -55,8 +56,9 @@ def resources_for(master: str | None, conf: dict[str, str] | None, *, start: boo
 
 
 def plan_program(program: Program, resources: Resources | None = None, executor: str = "auto") -> PhysicalPlan:
-    """Rewrite, then lower: the typed DAG → the physical plan."""
-    return lower(optimize(program), resources, executor)
+    """Rewrite, then lower: the typed DAG → the physical plan (GC paused: see jampi_dsl.gcpause)."""
+    with paused_gc():
+        return lower(optimize(program), resources, executor)
 
 
 def build_source(text: str, name: str, overrides: dict[str, ParamValue] | None = None, base_dir=None) -> Program:
