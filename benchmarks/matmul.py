@@ -27,7 +27,6 @@ import argparse
 import gc
 import os
 import platform
-import tempfile
 import time
 
 import numpy as np
@@ -72,71 +71,43 @@ def mllib_blas(spark) -> str:
         return "unknown"
 
 
-def mllib_block_matrix(spark, a: np.ndarray, bs: int, folder: str):
-    """A cached JVM ``BlockMatrix`` of ``a`` with square blocks of ``bs``, built without PySpark's converter."""
-    sc = spark.sparkContext
-    jvm, gw = sc._jvm, sc._gateway
-    n_r, n_c = -(-a.shape[0] // bs), -(-a.shape[1] // bs)
-    items = jvm.java.util.ArrayList()
-    order = jvm.java.nio.ByteOrder.LITTLE_ENDIAN
-    for i in range(n_r):
-        for j in range(n_c):
-            blk = np.ascontiguousarray(a[i * bs : (i + 1) * bs, j * bs : (j + 1) * bs], dtype="<f8")
-            path = os.path.join(folder, f"blk-{i}-{j}.bin")
-            blk.tofile(path)
-            raw = jvm.java.nio.file.Files.readAllBytes(
-                jvm.java.nio.file.Paths.get(path, gw.new_array(jvm.String, 0))
-            )
-            os.unlink(path)
-            values = gw.new_array(jvm.double, blk.size)
-            jvm.java.nio.ByteBuffer.wrap(raw).order(order).asDoubleBuffer().get(values)
-            # Row-major values: isTransposed=true in MLlib's column-major DenseMatrix.
-            mat = jvm.org.apache.spark.mllib.linalg.DenseMatrix(
-                blk.shape[0], blk.shape[1], values, True
-            )
-            items.add(jvm.scala.Tuple2(jvm.scala.Tuple2(i, j), mat))
-    rdd = sc._jsc.parallelize(items, n_r * n_c).rdd()
-    level = jvm.org.apache.spark.storage.StorageLevel.MEMORY_AND_DISK()
-    bm = jvm.org.apache.spark.mllib.linalg.distributed.BlockMatrix(
-        rdd, bs, bs, a.shape[0], a.shape[1]
-    )
-    bm.blocks().persist(level)
-    bm.blocks().count()
-    return bm
+def mllib_block_matrix(spark, a: np.ndarray, bs: int):
+    """A cached JVM ``BlockMatrix`` of ``a`` with square blocks of ``bs``, built inside the JVM
+    (jampi's builder), not with PySpark's slow converter."""
+    from jampi_dsl.executors.mllib import to_block_matrix
+
+    return to_block_matrix(spark, a, bs)
 
 
 def run_mllib(spark, a, b, want, n, reps, results):
     level = spark.sparkContext._jvm.org.apache.spark.storage.StorageLevel.MEMORY_AND_DISK()
-    with tempfile.TemporaryDirectory(
-        dir="/dev/shm" if os.path.isdir("/dev/shm") else None
-    ) as folder:
-        for bs in (n // 8, n // 4, n // 2):
-            ja = mllib_block_matrix(spark, a, bs, folder)
-            jb = mllib_block_matrix(spark, b, bs, folder)
+    for bs in (n // 8, n // 4, n // 2):
+        ja = mllib_block_matrix(spark, a, bs)
+        jb = mllib_block_matrix(spark, b, bs)
 
-            def product(ja=ja, jb=jb):
-                c = ja.multiply(jb)
-                c.blocks().persist(level)
-                c.blocks().count()
-                return c
+        def product(ja=ja, jb=jb):
+            c = ja.multiply(jb)
+            c.blocks().persist(level)
+            c.blocks().count()
+            return c
 
-            def drop(c):
-                c.blocks().unpersist(True)
+        def drop(c):
+            c.blocks().unpersist(True)
 
-            secs, c = best_of(product, reps, teardown=drop)
-            # Spot-check a few entries of one block against NumPy.
-            first = c.blocks().first()
-            (bi, bj), mat = (first._1()._1(), first._1()._2()), first._2()
-            for r, col in ((0, 0), (mat.numRows() - 1, mat.numCols() - 1), (1, mat.numCols() // 2)):
-                got, ref = mat.apply(r, col), want[bi * bs + r, bj * bs + col]
-                assert abs(got - ref) <= 1e-9 * abs(ref), (
-                    f"MLlib differs from NumPy at {(bi, bj, r, col)}"
-                )
-            drop(c)
-            ja.blocks().unpersist(True)
-            jb.blocks().unpersist(True)
-            results[f"mllib_{bs}"] = secs
-            print(f"  MLlib BlockMatrix.multiply, block {bs:5d}: {secs:7.2f} s", flush=True)
+        secs, c = best_of(product, reps, teardown=drop)
+        # Spot-check a few entries of one block against NumPy.
+        first = c.blocks().first()
+        (bi, bj), mat = (first._1()._1(), first._1()._2()), first._2()
+        for r, col in ((0, 0), (mat.numRows() - 1, mat.numCols() - 1), (1, mat.numCols() // 2)):
+            got, ref = mat.apply(r, col), want[bi * bs + r, bj * bs + col]
+            assert abs(got - ref) <= 1e-9 * abs(ref), (
+                f"MLlib differs from NumPy at {(bi, bj, r, col)}"
+            )
+        drop(c)
+        ja.blocks().unpersist(True)
+        jb.blocks().unpersist(True)
+        results[f"mllib_{bs}"] = secs
+        print(f"  MLlib BlockMatrix.multiply, block {bs:5d}: {secs:7.2f} s", flush=True)
 
 
 # --- Cannon -----------------------------------------------------------------------------------
