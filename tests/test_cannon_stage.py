@@ -356,3 +356,83 @@ def test_on_standalone_cluster(on_cluster):
         """
     )
     assert "OK 3" in out  # the driver and two executors took part
+
+
+# --- peer discovery -------------------------------------------------------------------------------
+
+
+def test_rendezvous_answers_registered_tasks_and_rejects_forgeries():
+    from jampi_dsl.executors.cannon.channel import AuthError, ChannelError, Credentials
+    from jampi_dsl.executors.cannon.rendezvous import Rendezvous, discover
+
+    creds = Credentials(os.urandom(32), "stage-1.0", 0)
+    forged = Credentials(os.urandom(32), "stage-1.0", 0)
+    rdv = Rendezvous("127.0.0.1", "127.0.0.1", creds, 2, handshake_timeout=2).start()
+    results: dict = {}
+
+    def register(t, who):
+        try:
+            results[(t, who is creds)] = discover(rdv.address, who, t, f"10.0.0.{t}:{t + 1}",
+                                                  timeout=5, connect_timeout=2)
+        except ChannelError as exc:
+            results[(t, who is creds)] = exc
+
+    try:
+        register(1, forged)  # a wrong secret is cut off before any list is sent
+        threads = [threading.Thread(target=register, args=(t, creds)) for t in (0, 1)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(10)
+    finally:
+        rdv.close()
+    assert isinstance(results[(1, False)], ChannelError)
+    assert results[(0, True)] == results[(1, True)] == ["10.0.0.0:1", "10.0.0.1:2"]
+
+    # A list signed with another secret is refused by the task.
+    class Forger(Rendezvous):
+        def _answer(self):
+            self.creds = forged
+            super()._answer()
+
+    fake = Forger("127.0.0.1", "127.0.0.1", creds, 1, handshake_timeout=2).start()
+    try:
+        with pytest.raises(AuthError, match="not signed"):
+            discover(fake.address, creds, 0, "h:1", timeout=3, connect_timeout=2)
+    finally:
+        fake.close()
+
+
+def test_discovery_through_spark_allgather(spark):
+    sa, a = gen((40, 30), 25)
+    sb, b = gen((30, 20), 26)
+    stats: list = []
+    cfg = CannonConfig(timeout=20, handshake_timeout=5, discovery="spark", stats=stats)
+    check(cannon_matmul(spark, sa, sb, config=cfg), a @ b, np.float64)
+    assert len(stats) == 4
+
+
+def test_unreachable_driver_rendezvous_falls_back_to_allgather(spark, monkeypatch):
+    from jampi_dsl.executors.cannon import stage as stage_mod
+
+    real = stage_mod._start_rendezvous
+
+    class Nowhere:  # a closed port: the tasks cannot register
+        address = ("127.0.0.1", _closed_port())
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(stage_mod, "_start_rendezvous", lambda *a: Nowhere())
+    sa, a = gen((30, 30), 27)
+    cfg = CannonConfig(timeout=10, handshake_timeout=2, retries=1)
+    with pytest.raises(ExecutionError, match="rendezvous with the driver"):
+        cannon_matmul(spark, sa, sa, config=CannonConfig(timeout=10, handshake_timeout=2, retries=0))
+    check(cannon_matmul(spark, sa, sa, config=cfg), a @ a, np.float64)  # attempt 1 uses allGather
+    monkeypatch.setattr(stage_mod, "_start_rendezvous", real)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -46,13 +46,17 @@ def generate_region(
     r0, r1 = rows
     c0, c1 = cols
     if out is None:
-        out = np.zeros((r1 - r0, c1 - c0), dtype=dtype)
-    else:
-        if out.shape != (r1 - r0, c1 - c0) or out.dtype != dtype:
-            raise ValueError(f"out has shape {out.shape} {out.dtype}, expected {(r1 - r0, c1 - c0)} {dtype}")
-        out.fill(0)
+        out = np.empty((r1 - r0, c1 - c0), dtype=dtype)
+    elif out.shape != (r1 - r0, c1 - c0) or out.dtype != dtype:
+        raise ValueError(f"out has shape {out.shape} {out.dtype}, expected {(r1 - r0, c1 - c0)} {dtype}")
     nr, nc = shape
     vr1, vc1 = min(r1, nr), min(c1, nc)  # the valid (unpadded) part of the region
+    if kind in _KIND_TAG and vr1 > r0 and vc1 > c0:
+        # The tiles below overwrite the valid part: zero only the padding (a pass less).
+        out[max(0, vr1 - r0) :, :] = 0
+        out[:, max(0, vc1 - c0) :] = 0
+    else:
+        out.fill(0)
     if vr1 <= r0 or vc1 <= c0:
         return out
     if kind == "zeros":

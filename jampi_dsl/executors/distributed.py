@@ -100,6 +100,39 @@ def _create_npy(path: str, shape, dtype) -> int:
     return offset
 
 
+def _jvm_classes(sc):
+    """The JVM classes a BlockRDD needs, looked up once per gateway (each dotted lookup is a py4j call)."""
+    cache = vars(sc._gateway).get("_jampi_classes")  # not getattr: a gateway answers any name
+    if cache is None:
+        jvm = sc._jvm
+        cache = {
+            "BlockId": jvm.org.apache.spark.storage.BlockId,
+            "RDDBlockId": jvm.org.apache.spark.storage.RDDBlockId,
+            "BlockRDD": jvm.org.apache.spark.rdd.BlockRDD,
+            "JavaRDD": jvm.org.apache.spark.api.java.JavaRDD,
+            # Blocks of a PythonRDD hold byte arrays; with this class tag a remote fetch decodes
+            # them with the serializer Spark stored them with (Kryo for Array[Byte]).
+            "bytes": jvm.scala.reflect.ClassTag.apply(jvm.java.lang.Class.forName("[B")),
+        }
+        sc._gateway._jampi_classes = cache
+    return cache
+
+
+def block_rdd(sc, rdd_id: int, partitions, deserializer) -> RDD:
+    """A Python RDD whose partition p reads the stored block ``(rdd_id, partitions[p])``.
+
+    Spark's ``BlockRDD`` reads blocks straight from the block managers (remote
+    fetch when needed) and carries no lineage, like a local checkpoint.
+    """
+    jvm = _jvm_classes(sc)
+    partitions = list(partitions)
+    ids = sc._gateway.new_array(jvm["BlockId"], len(partitions))
+    for p, src in enumerate(partitions):
+        ids[p] = jvm["RDDBlockId"](rdd_id, src)
+    blocks = jvm["BlockRDD"](sc._jsc.sc(), ids, jvm["bytes"])
+    return RDD(jvm["JavaRDD"](blocks, jvm["bytes"]), sc, deserializer)
+
+
 def _detach(rdd):
     """An ordinary RDD reading the cached blocks of ``rdd`` (a BlockRDD over its block ids).
 
@@ -111,15 +144,7 @@ def _detach(rdd):
     Returns ``rdd`` itself if Spark's internals do not allow this.
     """
     try:
-        jvm, jrdd = rdd.ctx._jvm, rdd._jrdd.rdd()
-        storage = jvm.org.apache.spark.storage
-        n = jrdd.getNumPartitions()
-        ids = rdd.ctx._gateway.new_array(storage.BlockId, n)
-        for i in range(n):
-            ids[i] = storage.RDDBlockId(jrdd.id(), i)
-        tag = jvm.scala.reflect.ClassTag.apply(jvm.java.lang.Class.forName("[B"))
-        blocks = jvm.org.apache.spark.rdd.BlockRDD(rdd.ctx._jsc.sc(), ids, tag)
-        return RDD(blocks.toJavaRDD(), rdd.ctx, rdd._jrdd_deserializer)
+        return block_rdd(rdd.ctx, rdd.id(), range(rdd.getNumPartitions()), rdd._jrdd_deserializer)
     except Exception:  # py4j or a Spark version without these internals: stay a barrier RDD
         return rdd
 

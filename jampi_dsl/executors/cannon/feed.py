@@ -76,23 +76,12 @@ def _uncached_source(x):
 def block_rdd(sc, rdd_id: int, partitions: list[int], deserializer, keepalive=None):
     """A non-barrier Python RDD whose partition p reads stored block ``(rdd_id, partitions[p])``.
 
-    Spark's ``BlockRDD`` reads blocks straight from the block managers (remote
-    fetch when needed); it carries no lineage, like a local checkpoint, so it is
-    free of the barrier RDD's restrictions (take, coalesce, zip all work).
+    It carries no lineage, so it is free of the barrier RDD's restrictions
+    (take, coalesce, zip all work).
     """
-    from pyspark.rdd import RDD
+    from ..distributed import block_rdd as make
 
-    jvm = sc._jvm
-    ids = sc._gateway.new_array(jvm.org.apache.spark.storage.BlockId, len(partitions))
-    for p, src in enumerate(partitions):
-        ids[p] = jvm.org.apache.spark.storage.RDDBlockId(rdd_id, src)
-    # Blocks of a PythonRDD hold byte arrays; with this class tag a remote fetch decodes
-    # them with the serializer Spark stored them with (Kryo for Array[Byte]).
-    tag = jvm.scala.reflect.ClassTag.apply(jvm.java.lang.Class.forName("[B"))
-    jrdd = jvm.org.apache.spark.api.java.JavaRDD(
-        jvm.org.apache.spark.rdd.BlockRDD(sc._jsc.sc(), ids, tag), tag
-    )
-    out = RDD(jrdd, sc, deserializer)
+    out = make(sc, rdd_id, partitions, deserializer)
     out._jampi_keepalive = keepalive  # keeps the cached parent (and its blocks) alive
     return out
 

@@ -80,6 +80,9 @@ class CannonConfig:
     handshake_timeout: float = 10.0  # a client must authenticate within this
     blas_threads: int | None = None  # BLAS threads per task; None: spark.task.cpus
     skew: str = "auto"  # DistMatrix inputs: "auto", "channel" (skew over peer links) or "shuffle"
+    # Peer discovery: "driver" (a service on the driver, see .rendezvous) or "spark"
+    # (BarrierTaskContext.allGather, ~1 s slower: Spark answers it on a one-second tick).
+    discovery: str = "driver"
     fail_task: FaultSpec | tuple | None = None  # fault injection, see FaultSpec
     announce_dir: str | None = None  # test hook: each task writes its "host:port" here
     connect_delay: float = 0.0  # test hook: seconds a task waits before connecting to peers
@@ -92,6 +95,8 @@ class CannonConfig:
             raise ValueError("timeouts must be positive")
         if self.skew not in ("auto", "channel", "shuffle"):
             raise ValueError(f"skew must be 'auto', 'channel' or 'shuffle', not {self.skew!r}")
+        if self.discovery not in ("driver", "spark"):
+            raise ValueError(f"discovery must be 'driver' or 'spark', not {self.discovery!r}")
         object.__setattr__(self, "fail_task", FaultSpec.coerce(self.fail_task))
 
 

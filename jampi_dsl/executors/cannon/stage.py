@@ -4,13 +4,16 @@
 barrier stage (see :mod:`.task`), and retries it itself when it fails, since
 Spark aborts a failed barrier *result* stage instead of retrying it. Every
 attempt gets a fresh secret and stage id, so links of a dead attempt can never
-authenticate to a new one.
+authenticate to a new one. Tasks find their peers through a small service on
+the driver (:mod:`.rendezvous`); if the executors cannot reach it, the next
+attempt uses Spark's ``allGather`` (a second slower: it answers on a tick).
 
 The result stays distributed: task t's C block is partition t, cached by Spark
 (memory, then disk) and exposed through a ``BlockRDD`` over those cached
 blocks. That RDD is not a barrier RDD, so ordinary jobs (take, first,
 coalesce, zip, ...) work on it, and it is already in the q×q grid layout, so
 a following product reads it in skewed order without a shuffle or exchange.
+With ``output_npy`` the tasks write C into a file instead, and nothing is cached.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from pyspark import StorageLevel
 
 from ...errors import ExecutionError, ShapeError
 from ..distributed import DistMatrix
+from .channel import Credentials
 from .feed import is_distributed, is_source, plan_feed
 from .layout import CannonConfig, Geometry, choose_grid, default_q
+from .rendezvous import Rendezvous
 from .serializer import RawBlockSerializer
 from .task import TaskSpec, run_task
 from .util import ERROR_TAG
@@ -47,24 +52,28 @@ class _ListParam:
         return a
 
 
-def _slots(spark) -> int:
-    try:
-        from ...session import task_slots
+def _conf(sc, key: str, default: str) -> str:
+    """One setting; ``sc.getConf()`` copies every entry over py4j (~40 ms, several calls a stage)."""
+    return sc._conf.get(key, default)
 
+
+_LOCAL_SLOTS: dict[str, int] = {}  # applicationId -> slots of a local master (fixed for its life)
+
+
+def _slots(spark) -> int:
+    from ...session import task_slots
+
+    sc = spark.sparkContext
+    if not sc.master.startswith("local"):
         return int(task_slots(spark))
-    except ImportError:
-        sc = spark.sparkContext
-        cpus = int(sc.getConf().get("spark.task.cpus", "1"))
-        return max(1, sc.defaultParallelism // cpus)
+    app = sc.applicationId
+    if app not in _LOCAL_SLOTS:
+        _LOCAL_SLOTS[app] = int(task_slots(spark))
+    return _LOCAL_SLOTS[app]
 
 
 def _task_cpus(spark) -> int:
-    try:
-        from ...session import task_cpus
-
-        return int(task_cpus(spark))
-    except ImportError:
-        return int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
+    return int(_conf(spark.sparkContext, "spark.task.cpus", "1"))
 
 
 def _free_slots_wait(sc, need: int, timeout: float) -> None:
@@ -116,6 +125,16 @@ def _failure_reason(exc: BaseException) -> str:
         if line and not line.startswith(("An error occurred", "at ", "Traceback")):
             return line[:500]
     return type(exc).__name__
+
+
+def _start_rendezvous(sc, creds: Credentials, tasks: int, config: CannonConfig) -> Rendezvous | None:
+    """The driver's peer-discovery service for one attempt, on the address executors reach the driver at."""
+    host = _conf(sc, "spark.driver.host", "127.0.0.1")
+    try:
+        return Rendezvous(_conf(sc, "spark.driver.bindAddress", host), host, creds, tasks,
+                          config.handshake_timeout).start()
+    except OSError:
+        return None  # cannot listen here: the tasks use Spark's allGather
 
 
 def _new_npy(path: str, shape: tuple[int, int], dtype: np.dtype) -> str:
@@ -172,7 +191,7 @@ def cannon_matmul(
             raise ShapeError(f"the addend of a Cannon GEMM must be a {m}x{n} {dtype} BlockSource")
     else:
         addend = None
-    if sc.getConf().get("spark.dynamicAllocation.enabled", "false").lower() == "true":
+    if _conf(sc, "spark.dynamicAllocation.enabled", "false").lower() == "true":
         raise ExecutionError(
             "Cannon runs as a barrier stage, which Spark refuses under dynamic allocation"
         )
@@ -192,17 +211,20 @@ def cannon_matmul(
     npy_tmp = _new_npy(output_npy, (m, n), dtype) if output_npy else None
     stage_id = uuid.uuid4().hex[:16]
     failures: list[str] = []
+    discovery, rendezvous = config.discovery, None
     try:
         for attempt in range(config.retries + 1):
             if attempt:
                 _free_slots_wait(sc, q * q, config.timeout)
+            creds = Credentials(secrets.token_bytes(32), f"{stage_id}.{attempt}", attempt)
+            rendezvous = _start_rendezvous(sc, creds, q * q, config) if discovery == "driver" and q > 1 else None
             spec = TaskSpec(
                 geo=geo,
                 a=feed.a,
                 b=feed.b,
                 stream=feed.stream,
-                secret=secrets.token_bytes(32),
-                stage=f"{stage_id}.{attempt}",
+                secret=creds.secret,
+                stage=creds.stage,
                 attempt=attempt,
                 timeout=config.timeout,
                 handshake_timeout=config.handshake_timeout,
@@ -215,6 +237,7 @@ def cannon_matmul(
                 alpha=float(alpha),
                 beta=float(beta),
                 addend=addend,
+                rendezvous=rendezvous.address if rendezvous is not None else None,
             )
             base = feed.rdd if feed.rdd is not None else sc.parallelize(range(q * q), q * q)
             stage = base.barrier().mapPartitions(partial(run_task, spec))
@@ -236,10 +259,16 @@ def cannon_matmul(
             except Py4JError as exc:
                 if npy_tmp is None:
                     stage.unpersist(blocking=False)
-                failures.append(f"attempt {attempt}: {_failure_reason(exc)}")
+                reason = _failure_reason(exc)
+                failures.append(f"attempt {attempt}: {reason}")
+                if "rendezvous with the driver" in reason:
+                    discovery = "spark"  # the executors cannot reach the driver: Spark's allGather then
                 continue
             finally:
                 sc.setJobDescription(None)
+                if rendezvous is not None:
+                    rendezvous.close()
+                    rendezvous = None
             if stats_acc is not None:
                 for row in stats_acc.value:
                     if row.get("attempt") == attempt:
@@ -251,6 +280,8 @@ def cannon_matmul(
                 return None
             return result
     finally:
+        if rendezvous is not None:
+            rendezvous.close()
         if npy_tmp is not None and os.path.exists(npy_tmp):
             os.unlink(npy_tmp)
     raise ExecutionError(

@@ -2,9 +2,9 @@
 
 Order of work, chosen so the waits overlap with arithmetic:
 
-1. open this task's listener (its executor's host, an ephemeral port) and start
-   ``allGather("host:port")`` in a thread: Spark answers a barrier call only
-   after polling for a second, so the task meanwhile
+1. open this task's listener (its executor's host, an ephemeral port) and, in a
+   thread, register "host:port" with the driver's rendezvous (or Spark's
+   ``allGather``, which answers only on a one-second tick), while the task
 2. produces its round-0 operand blocks (read from a file, generated, or taken
    from its partition, already skewed where the layout allowed) and
 3. multiplies them, while a sender and a receiver thread connect to the
@@ -28,6 +28,7 @@ import numpy as np
 from .channel import ChannelError, Credentials, Link, Listener, PeerTimeout, connect
 from .gemm import gemm_into
 from .layout import A_SHIFT, A_SKEW, B_SHIFT, B_SKEW, FaultSpec, Geometry
+from .rendezvous import discover
 from .util import (
     ERROR_TAG,
     CannonTaskError,
@@ -76,6 +77,7 @@ class TaskSpec:
     alpha: float = 1.0  # GEMM epilogue: C = alpha * product + beta * addend
     beta: float = 0.0
     addend: Any = None  # a BlockSource, or None
+    rendezvous: tuple[str, int] | None = None  # the driver's peer discovery; None: Spark's allGather
 
 
 def fit_block(arr: np.ndarray, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
@@ -160,7 +162,11 @@ class TaskRun:
 
     def _gather(self) -> None:
         try:
-            self._addrs = list(self.ctx.allGather(self.listener.address))
+            if self.spec.rendezvous is not None:
+                self._addrs = discover(self.spec.rendezvous, self.creds, self.t, self.listener.address,
+                                       timeout=self.spec.timeout, connect_timeout=self.spec.handshake_timeout)
+            else:
+                self._addrs = list(self.ctx.allGather(self.listener.address))
         except BaseException as exc:  # noqa: BLE001 - reported by whoever waits
             self._gather_error = exc
         finally:
@@ -170,11 +176,11 @@ class TaskRun:
         t0 = time.perf_counter()
         if not self._gathered.wait(self.spec.timeout):
             raise PeerTimeout(
-                f"{self.name()}: peer discovery (allGather) took more than {self.spec.timeout:g}s"
+                f"{self.name()}: peer discovery took more than {self.spec.timeout:g}s"
             )
         self.stats["gather_wait"] = self.stats.get("gather_wait", 0.0) + time.perf_counter() - t0
         if self._gather_error is not None:
-            raise CannonTaskError(f"{self.name()}: allGather failed: {self._gather_error}")
+            raise CannonTaskError(f"{self.name()}: peer discovery failed: {self._gather_error}")
         return self._addrs
 
     def out_link(self, peer: int, channel: int) -> Link:
