@@ -153,8 +153,9 @@ class _ToAst(Transformer):
 class _FastLexer(Lexer):
     """lark's basic lexer rules (same terminals, order and keyword callbacks), with
     one ``finditer`` over the text instead of a Python-level match per token: lexing
-    was half the parse time of a 10,000-statement program. The grammar needs no
-    context to lex, so this gives the same tokens as lark's contextual lexer."""
+    was half the parse time of a 10,000-statement program. Without lark's contextual
+    lexing, the keywords ``param``/``true``/``false`` are keywords everywhere, which
+    is what LANGUAGE.md says (reserved); every other token is as before."""
 
     def __init__(self, conf):
         basic = BasicLexer(conf)

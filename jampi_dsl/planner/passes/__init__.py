@@ -82,8 +82,6 @@ def optimize(program: Program, rules: Iterable[Pass] = RULES) -> Program:
 
 
 def _run_group(program: Program, group: list[Pass]) -> Program:
-    if len(group) == 1:
-        return group[0](program)
     return run_local_passes(program, group) if group else program
 
 

@@ -23,11 +23,6 @@ from ..graph import Program, postorder
 from ..ir import Node
 
 
-def with_kids(node: Node, children: tuple[Node, ...]) -> Node:
-    """``node.with_children(children)`` for children known to differ (no identity check)."""
-    return node.replacing_children(children)
-
-
 def reachable(roots: Iterable[Node]) -> set[int]:
     return {node.uid for node in postorder(roots)}
 
@@ -168,7 +163,7 @@ class Rebuilder:
         if children:
             new = tuple([self.mapping[c.uid] for c in children])
             if new != children:  # tuples compare elements by identity first; nodes have no __eq__
-                return with_kids(node, new)
+                return node.replacing_children(new)
         return node
 
     def _record(self, node: Node, rebuilt: Node, out: Node) -> None:
@@ -190,19 +185,13 @@ class Rebuilder:
     def run(self, fn: Callable[[Node, Node, Rebuilder], Node], name: str) -> Program:
         """One rule that may look at the original node as well as the rebuilt one."""
         changed = False
-        mapping, record = self.mapping, self._record
         for node in self.walk.nodes:
-            children = node.children  # _rebuilt, written out (see run_local)
-            rebuilt = node
-            if children:
-                new = tuple([mapping[c.uid] for c in children])
-                if new != children:
-                    rebuilt = node.replacing_children(new)
+            rebuilt = self._rebuilt(node)
             out = fn(node, rebuilt, self)
             if out is not rebuilt and out.type != node.type:
                 out = rebuilt  # a rule must never change a type; keep the safe form
             changed = changed or out is not node
-            record(node, rebuilt, out)
+            self._record(node, rebuilt, out)
         if not changed:
             return self.program
         return finish(self.program, self.mapping, (name,), self.walk.live)
@@ -218,28 +207,11 @@ class Rebuilder:
         self._fired = [False] * len(steps)
         self._done: dict[int, int] = {}  # new node uid -> the first rule it has been through all from
         changed = False
-        # The loop body is _rebuilt + _apply + _record written out: it runs once per
-        # node per pass, and the calls were a fifth of a large program's planning time.
-        mapping, apply, record = self.mapping, self._apply, self._record
-        single = steps[0][1] if len(steps) == 1 else None
         for node in self.walk.nodes:
-            children = node.children
-            rebuilt = node
-            if children:
-                new = tuple([mapping[c.uid] for c in children])
-                if new != children:
-                    rebuilt = node.replacing_children(new)
-            if single is not None:  # _apply with one rule: nothing after it to settle
-                out = single(rebuilt, self)
-                if out is rebuilt or out.type != rebuilt.type:  # a rule must never change a type
-                    out = rebuilt
-                else:
-                    self._fired[0] = True
-            else:
-                out = apply(rebuilt, 0)
-            if out is not node:
-                changed = True
-            record(node, rebuilt, out)
+            rebuilt = self._rebuilt(node)
+            out = self._apply(rebuilt, 0)
+            changed = changed or out is not node
+            self._record(node, rebuilt, out)
         if not changed:
             return self.program
         names = tuple(name for (name, _), f in zip(steps, self._fired, strict=True) if f)
@@ -278,7 +250,7 @@ class Rebuilder:
                 self.retain(settled)  # a new node became an existing one, which gains this user
             new_children.append(settled)
         new = tuple(new_children)
-        return node if new == children else with_kids(node, new)
+        return node if new == children else node.replacing_children(new)
 
 
 LocalRule = Callable[[Node, Rebuilder], Node]
