@@ -4,7 +4,6 @@ with a caret; nothing else escapes (see the fuzz test)."""
 from __future__ import annotations
 
 import ast as pyast
-import dataclasses
 import re
 import threading
 from functools import lru_cache
@@ -20,6 +19,8 @@ from lark.exceptions import (
     VisitError,
 )
 from lark.lexer import BasicLexer, Lexer
+from lark.parse_tree_builder import ExpandSingleChild
+from lark.parsers.lalr_analysis import Shift
 
 from ..errors import JampiError, ParseError, Source, Span
 from ..gcpause import paused_gc
@@ -111,8 +112,12 @@ class _ToAst(Transformer):
 
     def group(self, children):
         lpar, inner, rpar = children
-        # The parentheses belong to the expression's text (print labels, carets).
-        return dataclasses.replace(inner, span=self._span(lpar, rpar))
+        # The parentheses belong to the expression's text (print labels, carets). A copy with
+        # one field changed, without dataclasses.replace's per-field introspection.
+        grouped = object.__new__(type(inner))
+        grouped.__dict__.update(inner.__dict__)
+        object.__setattr__(grouped, "span", self._span(lpar, rpar))
+        return grouped
 
     def tuple(self, children):
         items = tuple(c for c in children[1:-1])
@@ -168,7 +173,9 @@ class _FastLexer(Lexer):
     def _unexpected(self, text: str, pos: int, line: int, line_start: int) -> UnexpectedCharacters:
         return UnexpectedCharacters(text, pos, line, pos - line_start + 1, allowed=self.allowed)
 
-    def lex(self, text: str):
+    def lex(self, text: str, placeholder_kinds: frozenset = frozenset()):
+        """Tokens of ``text``. A kind in ``placeholder_kinds`` (a token no rule keeps,
+        such as ``=`` or ``@``) comes as a bare ``(kind, None)`` pair instead of a Token."""
         ignore, callback = self.ignore, self.callback
         line, line_start, pos = 1, 0, 0
         for match in self.pattern.finditer(text):
@@ -185,14 +192,118 @@ class _FastLexer(Lexer):
             start_line, line = line, end_line
             if kind in ignore:
                 continue
+            if kind in placeholder_kinds:
+                yield _Placeholder(kind)
+                continue
             token = Token(kind, value, start, start_line, column, end_line, end_column, pos)
             yield callback[kind](token) if kind in callback else token
         if pos != len(text):
             raise self._unexpected(text, pos, line, line_start)
 
 
+class _Placeholder:
+    """Stands for a token that no rule keeps (lark's child filters drop it unread)."""
+
+    __slots__ = ("type",)
+
+    def __init__(self, kind: str):
+        self.type = kind
+
+
+class _FastLALR:
+    """lark's own LALR table and reduce callbacks, driven by one tight loop.
+
+    lark's ``feed_token`` costs a method call, a Rule-keyed dict lookup and a
+    state lookup per token and per reduction; here every table entry is decoded
+    once, the unit rules of the expression ladder (``?sum: product``...) are plain
+    state changes, and tokens no rule keeps are never built. The grammar, the
+    table and the callbacks stay lark's. Any syntax error returns None and the
+    caller parses again with lark itself, for lark's exact error."""
+
+    def __init__(self, parser: Lark):
+        inner = parser.parser.parser.parser  # ParsingFrontend -> LALR_Parser -> _Parser
+        table, callbacks = inner.parse_table, inner.callbacks
+        self.lexer: _FastLexer = parser.parser.lexer.lexer  # lark wraps a custom lexer class
+        self.start = table.start_states["program"]
+        self.end = table.end_states["program"]
+        rules = {
+            id(arg): arg
+            for row in table.states.values()
+            for action, arg in row.values()
+            if action is not Shift
+        }
+        kept, dropped = set(), set()
+        for rule in rules.values():
+            for symbol in rule.expansion:
+                if symbol.is_term:
+                    (dropped if symbol.filter_out and _filters(callbacks[rule]) else kept).add(
+                        symbol.name
+                    )
+        self.placeholder_kinds = frozenset(dropped - kept)
+        # Per state: token kind -> (state to shift to, None) or (None, (size, callback, rule name)),
+        # callback None for a unit rule whose value is its one child.
+        self.rows: dict = {}
+        for state, row in table.states.items():
+            decoded = {}
+            for kind, (action, arg) in row.items():
+                if action is Shift:
+                    decoded[kind] = (arg, None)
+                else:
+                    unit = isinstance(callbacks[arg], ExpandSingleChild) and len(arg.expansion) == 1
+                    decoded[kind] = (
+                        None,
+                        (len(arg.expansion), None if unit else callbacks[arg], arg.origin.name),
+                    )
+            self.rows[state] = decoded
+
+    def parse(self, text: str):
+        rows, end = self.rows, self.end
+        states, values = [self.start], []
+        try:
+            for token in self.lexer.lex(text, self.placeholder_kinds):
+                kind = token.type
+                while True:
+                    shift, reduce = rows[states[-1]][kind]
+                    if shift is not None:
+                        states.append(shift)
+                        values.append(token)
+                        break
+                    size, callback, name = reduce
+                    if callback is None:  # unit rule: same value, new state
+                        states.pop()
+                    else:
+                        children = values[-size:] if size else []
+                        del states[-size:], values[-size:]
+                        values.append(callback(children))
+                    states.append(rows[states[-1]][name][0])
+            while True:  # end of input: reduce to the start symbol
+                shift, reduce = rows[states[-1]]["$END"]
+                size, callback, name = reduce
+                if callback is None:
+                    states.pop()
+                else:
+                    children = values[-size:] if size else []
+                    del states[-size:], values[-size:]
+                    values.append(callback(children))
+                states.append(rows[states[-1]][name][0])
+                if states[-1] == end:
+                    return values[-1]
+        except (KeyError, TypeError, UnexpectedInput):
+            return None  # a syntax error: lark's own parse reports it
+
+
+def _filters(callback) -> bool:
+    """True for lark's child-filter wrappers: they read only the children a rule keeps."""
+    return type(callback).__name__.startswith("ChildFilter")
+
+
 _TRANSFORMER = _ToAst()
 _LOCK = threading.Lock()  # the inline transformer carries the source being parsed
+
+
+@lru_cache(maxsize=1)
+def _fast() -> _FastLALR:
+    return _FastLALR(_lark())
 
 
 @lru_cache(maxsize=1)
@@ -269,7 +380,9 @@ def parse(text: str, name: str = "<string>") -> ast.Program:
     try:
         with _LOCK, paused_gc():
             _TRANSFORMER.source = source
-            statements = _lark().parse(body)
+            statements = _fast().parse(body)
+            if statements is None:
+                statements = _lark().parse(body)
     except UnexpectedInput as err:
         raise _parse_error(source, err) from None
     except VisitError as err:  # lark wraps errors raised inside transformer callbacks
