@@ -83,6 +83,37 @@ def postorder(
     return order
 
 
+def topological(
+    roots: Iterable[Node], seen: set[int] | None = None, uses: dict[int, int] | None = None
+) -> list[Node]:
+    """What :func:`postorder` visits, in another topological order: ascending uid.
+
+    A node is immutable and made after its children, and uids count up, so a child's
+    uid is always smaller than its parent's and sorting by uid puts children first.
+    That makes this a plain reachability sweep and one sort in C, several times
+    cheaper than the depth-first walk (the rewrite passes sweep a 10,000-statement
+    program's DAG several times). Display and numbering keep :func:`postorder`."""
+    seen = set() if seen is None else seen
+    found: dict[int, Node] = {}
+    stack: list[Node] = []
+    for root in roots:
+        uid = root.uid
+        if uid not in seen:
+            seen.add(uid)
+            found[uid] = root
+            stack.append(root)
+    while stack:
+        for child in stack.pop().children:
+            uid = child.uid
+            if uses is not None:
+                uses[uid] = uses.get(uid, 0) + 1
+            if uid not in seen:
+                seen.add(uid)
+                found[uid] = child
+                stack.append(child)
+    return [found[uid] for uid in sorted(found)]
+
+
 def to_graph(roots: Iterable[Node]) -> nx.DiGraph:
     """Edges run child → parent (data flow); edge attribute ``arg`` is the argument position."""
     graph = nx.DiGraph()

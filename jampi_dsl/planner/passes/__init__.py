@@ -64,10 +64,13 @@ def optimize(program: Program, rules: Iterable[Pass] = RULES) -> Program:
 
     Consecutive local passes (those with a ``local_rule``: scalar folding,
     transpose folding, CSE) run fused in one bottom-up traversal
-    (:func:`._common.run_local_passes`), which gives what running them one by one
-    gives (a generated-program test checks it) at the cost of one rebuild of
-    the DAG instead of one per pass. The cyclic garbage collector is paused
-    meanwhile (see :mod:`jampi_dsl.gcpause`)."""
+    (:func:`._common.run_local_passes`), at the cost of one rebuild of the DAG
+    instead of one per pass. That gives what running them one by one gives, with
+    one known exception that costs nothing: CSE may share two equal leaves before
+    a parent's transpose is folded, and the transpose then stays a product flag
+    instead of being folded into both leaves (a generated-program test checks that
+    a difference never costs more products or nodes). The cyclic garbage collector
+    is paused meanwhile (see :mod:`jampi_dsl.gcpause`)."""
     with paused_gc():
         group: list[Pass] = []
         for rule in rules:

@@ -1,4 +1,4 @@
-"""What the rewrite passes share: a fast walk (postorder, use counts, liveness),
+"""What the rewrite passes share: a fast walk (topological order, use counts, liveness),
 and a bottom-up rebuilder that knows which rebuilt nodes have exactly one user.
 
 A rule may only restructure a node nobody else uses ("exclusive"): turning a
@@ -9,7 +9,7 @@ so the rebuilder keeps user counts for the program being built.
 
 Speed matters here (a 10,000-statement program is a DAG tens of thousands of
 nodes deep, rebuilt by several passes), so each pass walks the program once
-(``graph.postorder``, counting uses on the way).
+(``graph.topological``, counting uses on the way).
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from ..graph import Program, postorder
+from ..graph import Program, topological
 from ..ir import Node
 
 
 def reachable(roots: Iterable[Node]) -> set[int]:
-    return {node.uid for node in postorder(roots)}
+    return {node.uid for node in topological(roots)}
 
 
 class Walk:
-    """One traversal of a program: every node (``program.nodes()`` order), the
+    """One traversal of a program: every node (children first; ascending uid), the
     uses of each (with multiplicity: ``A @ A`` uses ``A`` twice; binding a name
     is not a use, printing is) and the uids that reach an output.
 
@@ -60,9 +60,9 @@ class Walk:
     def over(cls, outputs: Iterable[Node], bound: Iterable[Node]) -> Walk:
         seen: set[int] = set()
         uses: dict[int, int] = {}
-        live_nodes = postorder(outputs, seen, uses)
+        live_nodes = topological(outputs, seen, uses)
         live = set(seen)
-        return cls(live_nodes + postorder(bound, seen, uses), live, uses)
+        return cls(live_nodes + topological(bound, seen, uses), live, uses)
 
 
 _memo_slot: tuple[weakref.ref, dict[str, Any]] | None = None
@@ -284,7 +284,7 @@ def finish(program: Program, mapping: dict[int, Node], names: tuple[str, ...], l
     outputs = [mapping[o.uid] for o in program.outputs]
     seen: set[int] = set()
     uses: dict[int, int] = {}
-    live_nodes = postorder(outputs, seen, uses)
+    live_nodes = topological(outputs, seen, uses)
     live_after = set(seen)
     bindings = []
     for binding_name, node in program.bindings:
@@ -293,5 +293,5 @@ def finish(program: Program, mapping: dict[int, Node], names: tuple[str, ...], l
             continue
         bindings.append((binding_name, new))
     result = replace(program.with_outputs(outputs, bindings), applied=(*program.applied, *names))
-    walk = Walk(live_nodes + postorder((n for _, n in bindings), seen, uses), live_after, uses)
+    walk = Walk(live_nodes + topological((n for _, n in bindings), seen, uses), live_after, uses)
     return remember(result, "walk", walk)
