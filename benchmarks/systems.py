@@ -92,14 +92,12 @@ def run_dask(case: Case, reps: int, warmup: bool) -> Record:
 
 
 def cannon_peer_bytes(stats: list[dict], itemsize: int) -> float | None:
-    """Bytes the peer links carried in one stage: every task sends its A and B block in each
-    of the q−1 shifts. The inputs here are placed pre-skewed or made in the tasks, so no
-    initial skew crosses the links. (The stage does not count bytes itself; see BENCHMARKS.md.)"""
-    if not stats:
+    """Bytes the peer links carried in one stage (headers included), as the tasks counted
+    them on the wire: the sum over tasks of what each sent. (With inputs placed pre-skewed
+    or made in the tasks, that is 2 blocks per task per shift, q−1 shifts.)"""
+    if not stats or "peer_bytes_sent" not in stats[0]:
         return None
-    q = int(stats[0]["q"])
-    block = float(stats[0]["block_bytes"])
-    return q * q * (q - 1) * 2 * block
+    return float(sum(s.get("peer_bytes_sent", 0) for s in stats))
 
 
 def cannon_split(stats: list[dict]) -> dict[str, float]:

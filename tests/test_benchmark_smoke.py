@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks import e2e, report, run
 from benchmarks.common import TOLERANCE, Record, rel_error
+from jampi_dsl.executors.cannon.channel import BLOCK_HEADER
 
 N = 256
 
@@ -61,7 +62,8 @@ def test_measurements_are_recorded(measured):
     assert {r.dtype for r in stages} == {"float64", "float32"}
     for r in stages:
         q = r.extra["q"]
-        assert r.peer_bytes == q * q * (q - 1) * 2 * r.extra["block_bytes"]
+        # Counted on the wire by the tasks: A and B blocks (header + payload) per task per shift.
+        assert r.peer_bytes == q * q * (q - 1) * 2 * (r.extra["block_bytes"] + BLOCK_HEADER.size)
         assert r.task_rss and r.run_rss and r.run_rss >= r.run_rss_base > 0
         split = r.extra["split"]
         assert split["compute"] > 0 and split["wall"] >= split["compute"]
@@ -101,6 +103,17 @@ def test_cold_end_to_end_paths(measured, tmp_path):
         rec = e2e.run_e2e(case, system, "cold", 1, False, paths, str(tmp_path))
         assert rec.status == "ok" and rec.correct, (system, rec.note, open(tmp_path / f"{system}-{N}-float64.log").read())
         assert rec.run_rss and rec.seconds > 0
+    # A run over its time limit is killed with everything it started, and recorded as a lower bound.
+    rec = e2e.run_e2e(case, "e2e-jampi", "cold", 1, False, paths, str(tmp_path), limit=0.2)
+    assert rec.status == "timeout" and rec.seconds is None and rec.extra["limit"] == 0.2
+    assert not os.path.exists(paths["c"])
+    import psutil
+
+    assert not [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if str(tmp_path) in " ".join(p.info["cmdline"] or [])
+    ]
 
 
 def test_model_matches_mllib_replication():

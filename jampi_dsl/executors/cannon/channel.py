@@ -153,8 +153,9 @@ class Link:
 
     def send(
         self, arr: np.ndarray, step: int, timeout: float, *, abort_after: int | None = None
-    ) -> None:
-        """Header then the array's own bytes (zero copy). ``abort_after`` is a fault-injection hook."""
+    ) -> int:
+        """Header then the array's own bytes (zero copy); returns the bytes written.
+        ``abort_after`` is a fault-injection hook."""
         if not arr.flags.c_contiguous:
             raise ValueError(f"{self.describe}: only C-contiguous blocks are sent")
         code = DTYPE_CODES.get(arr.dtype)
@@ -178,6 +179,7 @@ class Link:
             ) from exc
         except OSError as exc:
             raise ChannelError(f"{self.describe}: send of step {step} failed: {exc}") from exc
+        return len(header) + arr.nbytes
 
     def recv_header(
         self, step: int, shape: tuple[int, int], dtype: np.dtype, deadline: float

@@ -86,6 +86,9 @@ class CannonConfig:
     fail_task: FaultSpec | tuple | None = None  # fault injection, see FaultSpec
     announce_dir: str | None = None  # test hook: each task writes its "host:port" here
     connect_delay: float = 0.0  # test hook: seconds a task waits before connecting to peers
+    panels: int | None = (
+        None  # inner-dimension panels per block (see .rounds); None: chosen from the size
+    )
     stats: list | None = field(default=None, compare=False)  # per-task timings/RSS appended here
 
     def __post_init__(self):
@@ -95,6 +98,8 @@ class CannonConfig:
             raise ValueError("timeouts must be positive")
         if self.skew not in ("auto", "channel", "shuffle"):
             raise ValueError(f"skew must be 'auto', 'channel' or 'shuffle', not {self.skew!r}")
+        if self.panels is not None and self.panels < 1:
+            raise ValueError("panels must be >= 1")
         if self.discovery not in ("driver", "spark"):
             raise ValueError(f"discovery must be 'driver' or 'spark', not {self.discovery!r}")
         object.__setattr__(self, "fail_task", FaultSpec.coerce(self.fail_task))

@@ -238,6 +238,7 @@ def cannon_matmul(
                 beta=float(beta),
                 addend=addend,
                 rendezvous=rendezvous.address if rendezvous is not None else None,
+                panels=config.panels,
             )
             base = feed.rdd if feed.rdd is not None else sc.parallelize(range(q * q), q * q)
             stage = base.barrier().mapPartitions(partial(run_task, spec))

@@ -7,10 +7,10 @@ Order of work, chosen so the waits overlap with arithmetic:
    ``allGather``, which answers only on a one-second tick), while the task
 2. produces its round-0 operand blocks (read from a file, generated, or taken
    from its partition, already skewed where the layout allowed) and
-3. multiplies them, while a sender and a receiver thread connect to the
-   left/up neighbours (authenticated, persistent links) and move the next
-   blocks into preallocated buffers; NumPy/BLAS release the GIL, so the
-   product and the copies run at once.
+3. multiplies them panel by panel (:mod:`.rounds`), while sender and receiver
+   threads connect to the left/up neighbours (authenticated, persistent links)
+   and move the next panels into the buffers that multiplied-and-sent panels
+   free; NumPy/BLAS release the GIL, so the products and the copies run at once.
 4. q rounds later the C block goes out: to Spark (raw bytes) or straight into
    the output ``.npy`` file.
 """
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from .channel import ChannelError, Credentials, Link, Listener, PeerTimeout, connect
-from .gemm import gemm_into
+from .channel import BLOCK_HEADER, ChannelError, Credentials, Link, Listener, PeerTimeout, connect
 from .layout import A_SHIFT, A_SKEW, B_SHIFT, B_SKEW, FaultSpec, Geometry
 from .rendezvous import discover
+from .rounds import run_rounds
 from .util import (
     ERROR_TAG,
     CannonTaskError,
@@ -78,6 +78,7 @@ class TaskSpec:
     beta: float = 0.0
     addend: Any = None  # a BlockSource, or None
     rendezvous: tuple[str, int] | None = None  # the driver's peer discovery; None: Spark's allGather
+    panels: int | None = None  # inner-dimension panels per block (see .rounds); None: chosen from the size
 
 
 def fit_block(arr: np.ndarray, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
@@ -214,12 +215,14 @@ class TaskRun:
             self.listener.close()
 
     # --- moving blocks ------------------------------------------------------------------
-    def transfer(self, sends, recvs, step: int) -> threading.Thread:
+    def transfer(self, sends, recvs, step: int) -> tuple:
         """Start sending ``[(peer, channel, arr)]`` and receiving ``[(peer, channel, out)]``.
 
-        Returns a joiner thread handle; call :meth:`finish` with it.
+        Returns a handle for :meth:`finish`, which joins the threads, adds the bytes
+        moved to the stats and raises the first error.
         """
         errors: list[BaseException] = []
+        moved = {"peer_bytes_sent": 0, "peer_bytes_received": 0}  # each key written by one thread
 
         def guard(fn):
             def run():
@@ -238,11 +241,14 @@ class TaskRun:
                 if step == 0 and channel in (A_SHIFT, A_SKEW) and self.spec.fault is not None:
                     if self.spec.fault.hits(self.t, self.spec.attempt, "mid-exchange"):
                         abort = max(1, arr.nbytes // 2)
-                link.send(arr, step, self.spec.timeout, abort_after=abort)
+                moved["peer_bytes_sent"] += link.send(
+                    arr, step, self.spec.timeout, abort_after=abort
+                )
 
         def do_recv():
             for peer, channel, out in recvs:
                 self.in_link(peer, channel).recv(step, out, self.spec.timeout)
+                moved["peer_bytes_received"] += BLOCK_HEADER.size + out.nbytes
 
         threads = [
             threading.Thread(target=guard(do_send), daemon=True),
@@ -250,24 +256,29 @@ class TaskRun:
         ]
         for th in threads:
             th.start()
-        return threads, errors
+        return threads, errors, moved
 
     def finish(self, handle) -> None:
-        threads, errors = handle
+        threads, errors, moved = handle
         t0 = time.perf_counter()
         for th in threads:
             th.join()
         self.stats["exchange_wait"] = (
             self.stats.get("exchange_wait", 0.0) + time.perf_counter() - t0
         )
+        for key, count in moved.items():
+            self.stats[key] = self.stats.get(key, 0) + count
         if errors:
-            exc = errors[0]
-            if isinstance(exc, ChannelError | CannonTaskError):
-                text = str(exc).removeprefix(ERROR_TAG).strip()
-                raise CannonTaskError(
-                    text if text.startswith(self.name()) else f"{self.name()}: {text}"
-                ) from exc
-            raise CannonTaskError(f"{self.name()}: exchange failed: {exc!r}") from exc
+            self.raise_exchange_error(errors[0])
+
+    def raise_exchange_error(self, exc: BaseException) -> None:
+        """An exchange thread's failure, as a CannonTaskError that names this task."""
+        if isinstance(exc, ChannelError | CannonTaskError):
+            text = str(exc).removeprefix(ERROR_TAG).strip()
+            raise CannonTaskError(
+                text if text.startswith(self.name()) else f"{self.name()}: {text}"
+            ) from exc
+        raise CannonTaskError(f"{self.name()}: exchange failed: {exc!r}") from exc
 
     def abort_links(self) -> None:
         """Unblock the other exchange thread after a failure."""
@@ -277,7 +288,8 @@ class TaskRun:
             self.listener.close()
 
     # --- inputs ---------------------------------------------------------------------------
-    def read_inputs(self, iterator) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def read_inputs(self, iterator) -> dict[str, np.ndarray]:
+        """This task's round-0 A and B blocks (after the initial skew, where it goes over the links)."""
         geo, spec = self.geo, self.spec
         shapes = {"A": geo.a_stored_shape(), "B": geo.b_stored_shape()}
         element: Any = None
@@ -322,7 +334,6 @@ class TaskRun:
                     )
                 blocks[operand] = fit_block(arr, shape, self.dtype)
         element = None
-        spares: dict[str, np.ndarray] = {}
         sends, recvs = [], []
         for operand, feed, channel in (("A", spec.a, A_SKEW), ("B", spec.b, B_SKEW)):
             peers = self.skew_peers(operand) if feed.kind == "aligned" else None
@@ -334,41 +345,11 @@ class TaskRun:
                 sends.append((dest, channel, blocks[operand]))
             if src != self.t:
                 recvs.append((src, channel, out))
-            spares[operand] = blocks[operand]
             blocks[operand] = out
         if sends or recvs:
             self.finish(self.transfer(sends, recvs, 0))
-        return blocks["A"], blocks["B"], spares
-
-    # --- the rounds -----------------------------------------------------------------------
-    def multiply(self, a: np.ndarray, b: np.ndarray, spares: dict[str, np.ndarray]) -> np.ndarray:
-        geo, t = self.geo, self.t
-        c = np.empty((geo.bm, geo.bn), self.dtype)
-        a_next = spares.pop("A", None)
-        b_next = spares.pop("B", None)
-        gemm_time = 0.0
-        for r in range(geo.q):
-            handle = None
-            if r < geo.q - 1:
-                if a_next is None:
-                    a_next = np.empty_like(a)
-                if b_next is None:
-                    b_next = np.empty_like(b)
-                handle = self.transfer(
-                    [(geo.left(t), A_SHIFT, a), (geo.up(t), B_SHIFT, b)],
-                    [(geo.right(t), A_SHIFT, a_next), (geo.down(t), B_SHIFT, b_next)],
-                    r,
-                )
-            t0 = time.perf_counter()
-            gemm_into(a, geo.trans_a, b, geo.trans_b, c, accumulate=r > 0)
-            gemm_time += time.perf_counter() - t0
-            self.stats[f"gemm{r}"] = time.perf_counter() - t0
-            if handle is not None:
-                self.finish(handle)
-                a, a_next = a_next, a
-                b, b_next = b_next, b
-        self.stats["gemm"] = gemm_time
-        return c
+        del sends  # the blocks sent: freed here, the rounds hold only what they need
+        return blocks
 
     # --- output ---------------------------------------------------------------------------
     def epilogue(self, c: np.ndarray) -> None:
@@ -439,10 +420,9 @@ def run_task(spec: TaskSpec, iterator):
     try:
         with threadpool_limits(limits=spec.blas_threads, user_api="blas"):
             run.start_network()
-            a, b, spares = run.read_inputs(iterator)
+            blocks = run.read_inputs(iterator)
             run.stats["inputs_ready"] = time.perf_counter() - start
-            c = run.multiply(a, b, spares)
-            del a, b, spares
+            c = run_rounds(run, blocks)  # takes the blocks out of the dict, so cut copies free them
             run.epilogue(c)
     except CannonTaskError:
         raise

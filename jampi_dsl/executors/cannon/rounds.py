@@ -1,0 +1,225 @@
+"""The q rounds of one Cannon task, with each operand block cut into panels along
+the inner dimension.
+
+A round computes ``C += op(A) @ op(B)`` and shifts A left and B up. Cut along the
+inner dimension, ``op(A) @ op(B) = sum over p of op(A_p) @ op(B_p)``: every panel
+is multiplied once per round, and once panel p has been multiplied *and* sent on,
+its memory is free for the next round's panel p. So a task holds its A and B
+blocks, one spare panel of each and C: 3 + 2/k blocks, where moving whole blocks
+needs a second copy of A and B (5 blocks). Panels also start moving as soon as
+the round starts, as before, so the exchange still hides behind the products.
+
+Threads per round: one sender and one receiver per operand. A receiver takes a
+free buffer for each incoming panel, waiting until panel p-1 is multiplied and
+sent. That wait only ever depends on lower panel numbers, so the ring of tasks
+cannot deadlock: all panels 0 move (into the spares), which frees everyone's
+panel 0 buffers for panels 1, and so on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from .channel import BLOCK_HEADER, ChannelError, PeerTimeout
+from .gemm import gemm_into
+from .layout import A_SHIFT, B_SHIFT
+
+MAX_PANELS = 8
+MIN_PANEL_WIDTH = 128  # narrower panels make BLAS re-read C more often than it already does
+
+
+def panel_count(inner: int, wanted: int | None = None) -> int:
+    """Panels per block: the most (up to ``wanted``, else :data:`MAX_PANELS` at least
+    :data:`MIN_PANEL_WIDTH` wide) that cut ``inner`` evenly, so every panel buffer fits every panel."""
+    limit, width = (wanted, 1) if wanted else (MAX_PANELS, MIN_PANEL_WIDTH)
+    for k in range(min(limit, inner), 1, -1):
+        if inner % k == 0 and inner // k >= width:
+            return k
+    return 1
+
+
+def split_panels(block: np.ndarray, axis: int, k: int) -> list[np.ndarray]:
+    """``block`` cut into ``k`` C-contiguous panels along ``axis``: views when the cut runs
+    along rows (axis 0), copies otherwise (the caller then drops the block)."""
+    if axis == 0:
+        return list(np.split(block, k, axis=0))
+    return [np.ascontiguousarray(part) for part in np.split(block, k, axis=1)]
+
+
+class _Pool:
+    """Free panel buffers of one operand; a buffer is returned once multiplied and sent."""
+
+    def __init__(self, spare: np.ndarray):
+        self.free = [spare]
+        self.cond = threading.Condition()
+        self.pending: dict[int, int] = {}  # panel -> how many of (multiplied, sent) are still due
+        self.failed = False
+
+    def arm(self, k: int, sending: bool) -> None:
+        self.pending = {p: 2 if sending else 1 for p in range(k)}
+
+    def done(self, p: int, buffer: np.ndarray) -> None:
+        with self.cond:
+            self.pending[p] -= 1
+            if self.pending[p] == 0:
+                self.free.append(buffer)
+                self.cond.notify_all()
+
+    def take(self, deadline: float, what: str) -> np.ndarray:
+        with self.cond:
+            while not self.free:
+                remaining = deadline - time.monotonic()
+                if self.failed:
+                    raise ChannelError(f"{what}: the round was aborted")
+                if remaining <= 0:
+                    raise PeerTimeout(
+                        f"{what}: no free panel buffer in time (the previous panel was not sent)"
+                    )
+                self.cond.wait(min(remaining, 0.5))
+            return self.free.pop()
+
+    def abort(self) -> None:
+        with self.cond:
+            self.failed = True
+            self.cond.notify_all()
+
+
+def run_rounds(run, blocks: dict[str, np.ndarray]) -> np.ndarray:
+    """All q rounds of task ``run`` (a TaskRun) from its round-0 blocks, which it takes
+    out of ``blocks`` (so a block cut into copies is freed); returns its C block."""
+    geo = run.geo
+    a, b = blocks.pop("A"), blocks.pop("B")
+    if geo.q == 1:
+        c = np.empty((geo.bm, geo.bn), run.dtype)
+        t0 = time.perf_counter()
+        gemm_into(a, geo.trans_a, b, geo.trans_b, c, accumulate=False)
+        run.stats["gemm"] = run.stats["gemm0"] = time.perf_counter() - t0
+        return c
+    k = panel_count(geo.bk, run.spec.panels)
+    run.stats["panels"] = k
+    a_panels = split_panels(
+        a, 0 if geo.trans_a else 1, k
+    )  # stored A: bm×bk, or bk×bm when transposed
+    del a
+    b_panels = split_panels(
+        b, 1 if geo.trans_b else 0, k
+    )  # stored B: bk×bn, or bn×bk when transposed
+    del b
+    c = np.empty((geo.bm, geo.bn), run.dtype)  # after the cutting: its copies peak before C exists
+    pools = {"A": _Pool(np.empty_like(a_panels[0])), "B": _Pool(np.empty_like(b_panels[0]))}
+    gemm_time = 0.0
+    for r in range(geo.q):
+        shifting = r < geo.q - 1
+        exchange = _Exchange(run, r, k, a_panels, b_panels, pools) if shifting else None
+        t_round = time.perf_counter()
+        for p in range(k):
+            t0 = time.perf_counter()
+            gemm_into(
+                a_panels[p], geo.trans_a, b_panels[p], geo.trans_b, c, accumulate=r > 0 or p > 0
+            )
+            gemm_time += time.perf_counter() - t0
+            if exchange is not None:
+                pools["A"].done(p, a_panels[p])
+                pools["B"].done(p, b_panels[p])
+        run.stats[f"gemm{r}"] = time.perf_counter() - t_round
+        if exchange is not None:
+            a_panels, b_panels = exchange.finish()
+    run.stats["gemm"] = gemm_time
+    return c
+
+
+class _Exchange:
+    """One round's shift: send this task's panels left/up, receive the next ones from right/down."""
+
+    def __init__(self, run, r: int, k: int, a_panels, b_panels, pools: dict[str, _Pool]):
+        self.run, self.k, self.pools = run, k, pools
+        geo, t = run.geo, run.t
+        self.errors: list[BaseException] = []
+        self.received: dict[str, list] = {"A": [None] * k, "B": [None] * k}
+        self.moved = {"peer_bytes_sent": 0, "peer_bytes_received": 0}
+        self._lock = threading.Lock()
+        for operand in ("A", "B"):
+            pools[operand].arm(k, sending=True)
+        first_step = (
+            r * k
+        )  # wire step numbers: one per panel, so a stray panel is caught by its header
+        self.threads = [
+            threading.Thread(
+                target=self._guard(self._send),
+                args=("A", geo.left(t), A_SHIFT, a_panels, first_step),
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._guard(self._send),
+                args=("B", geo.up(t), B_SHIFT, b_panels, first_step),
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._guard(self._recv),
+                args=("A", geo.right(t), A_SHIFT, first_step),
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._guard(self._recv),
+                args=("B", geo.down(t), B_SHIFT, first_step),
+                daemon=True,
+            ),
+        ]
+        for th in self.threads:
+            th.start()
+
+    def _guard(self, fn):
+        def run(*args):
+            try:
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by finish()
+                self.errors.append(exc)
+                for pool in self.pools.values():
+                    pool.abort()
+                self.run.abort_links()
+
+        return run
+
+    def _send(self, operand: str, peer: int, channel: int, panels, first_step: int) -> None:
+        run, spec = self.run, self.run.spec
+        link = run.out_link(peer, channel)
+        sent = 0
+        for p, panel in enumerate(panels):
+            abort = None
+            if first_step + p == 0 and channel == A_SHIFT and spec.fault is not None:
+                if spec.fault.hits(run.t, spec.attempt, "mid-exchange"):
+                    abort = max(1, panel.nbytes // 2)
+            sent += link.send(panel, first_step + p, spec.timeout, abort_after=abort)
+            self.pools[operand].done(p, panel)
+        with self._lock:
+            self.moved["peer_bytes_sent"] += sent
+
+    def _recv(self, operand: str, peer: int, channel: int, first_step: int) -> None:
+        run, spec = self.run, self.run.spec
+        link = run.in_link(peer, channel)
+        got = 0
+        for p in range(self.k):
+            deadline = time.monotonic() + spec.timeout
+            out = self.pools[operand].take(deadline, f"{run.name()}: {operand} panel {p}")
+            link.recv(first_step + p, out, spec.timeout)
+            self.received[operand][p] = out
+            got += BLOCK_HEADER.size + out.nbytes
+        with self._lock:
+            self.moved["peer_bytes_received"] += got
+
+    def finish(self) -> tuple[list, list]:
+        """Wait for the round's shift; the panels received are the next round's."""
+        run = self.run
+        t0 = time.perf_counter()
+        for th in self.threads:
+            th.join()
+        run.stats["exchange_wait"] = run.stats.get("exchange_wait", 0.0) + time.perf_counter() - t0
+        for key, count in self.moved.items():
+            run.stats[key] = run.stats.get(key, 0) + count
+        if self.errors:
+            run.raise_exchange_error(self.errors[0])
+        # Each pool now holds exactly one free buffer again (the spare for the next round).
+        return self.received["A"], self.received["B"]
