@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -124,19 +125,28 @@ def run_warm(system: str, spark, prog: str, a: str, b: str, c: str) -> None:
 # --- measuring -------------------------------------------------------------------------------------
 
 
-def _cold_once(argv: list[str], log_path: str) -> tuple[float, TreeRss]:
+class TimedOut(Exception):
+    """A cold run that was still going after its time limit (it was killed, with its JVM)."""
+
+
+def _cold_once(argv: list[str], log_path: str, limit: float | None = None) -> tuple[float, TreeRss]:
     with open(log_path, "ab") as log:
         log.write(f"$ {' '.join(argv)}\n".encode())
         log.flush()
         t0 = time.perf_counter()
+        # Its own process group, so a kill also takes the JVM the script started.
         child = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=child_env(),
-                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 start_new_session=True)
         try:
             rss = TreeRss(child.pid)
             with rss:
-                code = child.wait()
+                code = child.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            _kill_group(child)
+            raise TimedOut(f"did not finish in {limit:.0f} s (killed)") from None
         except BaseException:
-            child.kill()
+            _kill_group(child)
             raise
         elapsed = time.perf_counter() - t0
     if code != 0:
@@ -146,7 +156,18 @@ def _cold_once(argv: list[str], log_path: str) -> tuple[float, TreeRss]:
     return elapsed, rss
 
 
-def run_e2e(case, system: str, mode: str, reps: int, warmup: bool, paths: dict[str, str], log_dir: str) -> Record:
+def _kill_group(child: subprocess.Popen) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        child.kill()
+    child.wait()
+
+
+def run_e2e(case, system: str, mode: str, reps: int, warmup: bool, paths: dict[str, str], log_dir: str,
+            limit: float | None = None) -> Record:
+    """One end-to-end system at one size. A cold run longer than ``limit`` seconds is killed
+    and recorded as ``timeout``: the table then shows a lower bound, not a time."""
     rec = Record(system, case.n, case.dtype, variant=mode)
     if system == "e2e-mllib" and case.dtype != "float64":
         rec.status, rec.note = "skipped", "MLlib is float64 only"
@@ -170,7 +191,12 @@ def run_e2e(case, system: str, mode: str, reps: int, warmup: bool, paths: dict[s
         log_path = os.path.join(log_dir, f"{system}-{case.n}-{case.dtype}.log")
         for _ in range(reps):
             cleanup()
-            elapsed, rss = _cold_once(command(system, prog, a, b, c), log_path)
+            try:
+                elapsed, rss = _cold_once(command(system, prog, a, b, c), log_path, limit)
+            except TimedOut as exc:
+                cleanup()
+                rec.status, rec.note, rec.extra["limit"] = "timeout", str(exc), limit
+                return rec
             times.append(elapsed)
             peak, base, worker = max(peak, rss.peak), rss.base, max(worker, rss.worker_peak)
         rec.run_rss, rec.run_rss_base = peak, base

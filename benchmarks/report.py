@@ -88,7 +88,10 @@ def _cell(idx: Index, system: str, n: int, dtype: str, base: float | None) -> st
         bad = next((r for r in recs if r.correct is False), None)
         if bad:
             return f"✗ wrong ({bad.rel_error:.0e})"
-        return "failed" if any(r.status == "failed" for r in recs) else "n/a"
+        if any(r.status == "failed" for r in recs):
+            return "failed"
+        timed_out = next((r for r in recs if r.status == "timeout"), None)
+        return f"> {fmt_s(timed_out.extra['limit'])} (killed)" if timed_out else "n/a"
     text = fmt_s(best.seconds)
     if system in ("mllib-java", "mllib-native", "jampi-auto"):
         text += f" ({best.variant})"
@@ -184,6 +187,8 @@ def detail_table(idx: Index) -> list[str]:
         # Against MLlib's best (Java BLAS) in memory; end to end against the PySpark MLlib path.
         mllib = idx.seconds("e2e-mllib" if e2e else "mllib-java", r.n, r.dtype)
         t = f"{fmt_s(r.seconds)} ({', '.join(f'{x:.2f}' for x in r.times)})" if r.status == "ok" else r.status
+        if r.status == "timeout":
+            t = f"> {fmt_s(r.extra['limit'])}"
         moved = sum(x for x in (r.shuffle_bytes, r.peer_bytes) if x) if (r.shuffle_bytes or r.peer_bytes) else None
         err = "—" if r.rel_error is None else f"{r.rel_error:.1e}"
         task = fmt_b(r.task_rss) if r.task_rss else ("JVM threads" if r.system.startswith("mllib") else "—")

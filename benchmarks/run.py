@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--long", type=float, default=45.0,
                    help="a run predicted longer than this (s) gets one timed run and no separate warm-up, "
                    "and a measurement stops repeating once it has spent this long")
+    p.add_argument("--e2e-timeout", type=float, default=1200.0,
+                   help="kill a cold end-to-end run still going after this many seconds and record a lower "
+                   "bound (the PySpark MLlib path at n=8192 can take longer than the rest of the suite)")
     p.add_argument("--mllib-budget", type=float, default=150.0,
                    help="skip an MLlib run (a block size, or jampi's mllib method) predicted from this run's "
                    "smaller n to take longer than this (s)")
@@ -175,7 +178,7 @@ class Runner:
             elif system.startswith("e2e-"):
                 reps, warmup, note = self.schedule(system, n, dtype)
                 self.step(f"{tag} {system} ({self.args.e2e})", lambda s=system, r=reps, w=warmup, nt=note: self._noted(
-                    e2e.run_e2e(case, s, self.args.e2e, r, w, paths, self.log_dir), nt), system, n, dtype, self.args.e2e)
+                    e2e.run_e2e(case, s, self.args.e2e, r, w, paths, self.log_dir, self.args.e2e_timeout), nt), system, n, dtype, self.args.e2e)
             else:
                 reps, warmup, note = self.schedule(system, n, dtype)
                 guess = predict(self.records, system, dtype, n)
