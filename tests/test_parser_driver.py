@@ -55,6 +55,12 @@ def test_generated_program_with_every_construct():
     assert fast is not None and len(fast) > 600 and fast == lark
 
 
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "\\\n", "\\"])
+def test_programs_without_statements(text):
+    fast, lark = _both(text)  # the empty `program` rule reduces nothing off the stacks
+    assert fast == lark == ()
+
+
 def test_rule_errors_come_through_unchanged():
     fast, lark = _both("X = f(a=1, 2)\n")  # positional after keyword: raised by a reduce callback
     assert fast == lark and fast[0] == "error" and "positional argument" in fast[1]

@@ -273,7 +273,8 @@ class _FastLALR:
                         states.pop()
                     else:
                         children = values[-size:] if size else []
-                        del states[-size:], values[-size:]
+                        if size:  # (a [-0:] slice would be everything)
+                            del states[-size:], values[-size:]
                         values.append(callback(children))
                     states.append(rows[states[-1]][name][0])
             while True:  # end of input: reduce to the start symbol
@@ -283,13 +284,16 @@ class _FastLALR:
                     states.pop()
                 else:
                     children = values[-size:] if size else []
-                    del states[-size:], values[-size:]
+                    if size:
+                        del states[-size:], values[-size:]
                     values.append(callback(children))
                 states.append(rows[states[-1]][name][0])
                 if states[-1] == end:
                     return values[-1]
-        except (KeyError, TypeError, UnexpectedInput):
-            return None  # a syntax error: lark's own parse reports it
+        except JampiError:
+            raise  # a rule's own error (a callback): the same as lark would raise
+        except Exception:  # noqa: BLE001 - a syntax error (no table entry): lark's own parse reports it
+            return None
 
 
 def _filters(callback) -> bool:
