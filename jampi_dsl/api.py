@@ -69,6 +69,21 @@ def build_file(path: str | os.PathLike, overrides: dict[str, ParamValue] | None 
     return build(parse_file(path), overrides)
 
 
+def plan_source(text: str, name: str, overrides: dict[str, ParamValue] | None = None,
+                resources: Resources | None = None, executor: str = "auto", base_dir=None) -> PhysicalPlan:
+    """Text → physical plan: the whole front half, with the garbage collector paused once
+    for all of it (between phases it would rescan the AST and the DAG for nothing)."""
+    with paused_gc():
+        return plan_program(build_source(text, name, overrides, base_dir), resources, executor)
+
+
+def plan_file(path: str | os.PathLike, overrides: dict[str, ParamValue] | None = None,
+              resources: Resources | None = None, executor: str = "auto") -> PhysicalPlan:
+    """:func:`plan_source` for a ``.lin`` file."""
+    with paused_gc():
+        return plan_program(build_file(path, overrides), resources, executor)
+
+
 def _param_values(params: dict[str, Any] | None) -> dict[str, ParamValue]:
     out = {}
     for name, value in (params or {}).items():
@@ -343,12 +358,12 @@ class Session:
 
     def run_file(self, path: str | os.PathLike, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run a .lin program; returns printed values by label and saved matrices by path."""
-        plan = plan_program(build_file(path, _param_values(params)), self.resources, self.executor)
+        plan = plan_file(path, _param_values(params), self.resources, self.executor)
         return self.run_plan(plan).values
 
     def run_text(self, text: str, params: dict[str, Any] | None = None, name: str = "<string>") -> dict[str, Any]:
-        program = build_source(text, name, _param_values(params), base_dir=os.getcwd())
-        return self.run_plan(plan_program(program, self.resources, self.executor)).values
+        plan = plan_source(text, name, _param_values(params), self.resources, self.executor, base_dir=os.getcwd())
+        return self.run_plan(plan).values
 
     def close(self) -> None:
         """Stops the Spark session jampi started, if any (a reused one keeps running)."""

@@ -74,9 +74,8 @@ def _confs(confs: list[str]) -> dict[str, str]:
 
 
 def _plan(args) -> PhysicalPlan:
-    program = api.build_file(args.program, _overrides(args.sets))
     resources = api.resources_for(args.master, _confs(args.confs))
-    return api.plan_program(program, resources, args.executor)
+    return api.plan_file(args.program, _overrides(args.sets), resources, args.executor)
 
 
 def _spark_factory(args):

@@ -96,7 +96,10 @@ def _cannon_memory(node: ir.Node, resources: Resources) -> float:
     q = cannon_q(resources)
     size = _itemsize(node)
     a, b, c = math.ceil(m / q) * math.ceil(k / q), math.ceil(k / q) * math.ceil(n / q), math.ceil(m / q) * math.ceil(n / q)
-    # The A and B blocks in use, the two arriving, and C (the exchange is double-buffered).
+    # The A and B blocks in use, the two arriving, and C: whole-block double buffering. The
+    # executor now moves panels and holds 3 + 2/k blocks (executors/cannon/rounds.py), so this
+    # is an upper bound, kept so as not to move the skinny-product choice to Cannon, whose
+    # estimate does not yet charge for bringing a big operand into the tasks.
     return float(size * (2 * a + 2 * b + c) + K["task_overhead_bytes"])
 
 

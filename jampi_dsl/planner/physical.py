@@ -208,10 +208,37 @@ def lower(program: Program, resources: Resources | None = None, executor: str = 
         raise PlanError(f"--executor must be one of {', '.join(FORCEABLE)}, got {executor!r}")
     resources = resources or Resources.local_only()
     nodes = program.live_nodes()
-    products = {n.uid: _choose_product(n, resources, executor) for n in nodes if isinstance(n, ir.PRODUCT_NODES)}
+    chosen: dict[tuple, Step] = {}
+    products: dict[int, Step] = {}
+    for node in nodes:
+        if isinstance(node, ir.PRODUCT_NODES):
+            key = _cost_key(node)
+            done = chosen.get(key)
+            if done is None:
+                done = chosen[key] = _choose_product(node, resources, executor)
+            products[node.uid] = done if done.node is node else replace(done, node=node)
     placed = _placements(nodes, products, resources)
-    steps = tuple(products.get(n.uid) or _non_product_step(n, resources, placed) for n in nodes)
-    return PhysicalPlan(program, _write_through(steps, resources), resources)
+    local_steps: dict[tuple, Step] = {}
+    steps = []
+    for node in nodes:
+        step = products.get(node.uid)
+        if step is None:
+            key = (_cost_key(node), placed.get(node.uid), bool(node.children))
+            step = local_steps.get(key)
+            if step is None:
+                step = local_steps[key] = _non_product_step(node, resources, placed)
+            elif step.node is not node:
+                step = replace(step, node=node)
+        steps.append(step)
+    return PhysicalPlan(program, _write_through(tuple(steps), resources), resources)
+
+
+def _cost_key(node: ir.Node) -> tuple:
+    """What the methods' tests and estimates read of a node: its class, its type, its
+    children's types and its transpose flags. Nodes alike in these get the same choice,
+    so a program that repeats one product ten thousand times is costed once."""
+    return (type(node), node.type, tuple(c.type for c in node.children),
+            getattr(node, "trans_a", None), getattr(node, "trans_b", None))
 
 
 # The planner owns every method's cost model; whether one applies depends on the Resources.
