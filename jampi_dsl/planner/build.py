@@ -185,8 +185,10 @@ class Builder:
     # ------------------------------------------------------------ expressions
 
     def expr(self, node: ast.Expr) -> Any:
-        method = getattr(self, f"_e_{type(node).__name__}")
-        return method(node)
+        handler = _HANDLERS.get(type(node))
+        if handler is None:  # first sight of this AST class: one attribute lookup, then a dict hit
+            handler = _HANDLERS[type(node)] = getattr(Builder, f"_e_{type(node).__name__}")
+        return handler(self, node)
 
     def _e_Number(self, node: ast.Number):
         return ir.Const(node.value, span=node.span)
@@ -355,6 +357,9 @@ class Builder:
         dtype = self._dtype(args["dtype"]) or info.dtype
         options = tuple(sorted({**info.options, "finite": bool(getattr(finite, "value", finite))}.items()))
         return ir.Load(path, info.format, info.shape, dtype, options, span=node.span)
+
+
+_HANDLERS: dict[type, Any] = {}  # AST class -> Builder._e_<class>
 
 
 def build(

@@ -36,8 +36,9 @@ class Walk:
     :func:`finish` hands the next pass the walk of the program it built, so a
     pass that changes nothing costs one traversal and the next pass none."""
 
-    def __init__(self, nodes: list[Node], live: set[int], uses: dict[int, int] | None = None):
-        self.nodes = nodes
+    def __init__(self, nodes: list[Node], live: set[int], uses: dict[int, int] | None = None,
+                 live_uses: dict[int, int] | None = None):
+        self.nodes = nodes  # the live nodes first, then those only dead bindings reach
         self.live = live
         if uses is None:
             uses = {}
@@ -46,6 +47,7 @@ class Walk:
                 for child in node.children:
                     uses[child.uid] = get(child.uid, 0) + 1
         self.uses = uses
+        self.live_uses = live_uses  # the uses by live nodes alone, when the walk counted them apart
 
     @classmethod
     def of(cls, program: Program) -> Walk:
@@ -61,8 +63,14 @@ class Walk:
         seen: set[int] = set()
         uses: dict[int, int] = {}
         live_nodes = topological(outputs, seen, uses)
-        live = set(seen)
-        return cls(live_nodes + topological(bound, seen, uses), live, uses)
+        live, live_uses = set(seen), dict(uses)
+        return cls(live_nodes + topological(bound, seen, uses), live, uses, live_uses)
+
+    def live_only(self) -> Walk:
+        """This walk without the nodes only dead bindings reach (what ``dead_code`` leaves)."""
+        if self.live_uses is not None:
+            return Walk(self.nodes[: len(self.live)], self.live, self.live_uses, self.live_uses)
+        return Walk([n for n in self.nodes if n.uid in self.live], self.live)
 
 
 _memo_slot: tuple[weakref.ref, dict[str, Any]] | None = None
@@ -285,7 +293,7 @@ def finish(program: Program, mapping: dict[int, Node], names: tuple[str, ...], l
     seen: set[int] = set()
     uses: dict[int, int] = {}
     live_nodes = topological(outputs, seen, uses)
-    live_after = set(seen)
+    live_after, live_uses = set(seen), dict(uses)
     bindings = []
     for binding_name, node in program.bindings:
         new = mapping.get(node.uid, node)
@@ -293,5 +301,5 @@ def finish(program: Program, mapping: dict[int, Node], names: tuple[str, ...], l
             continue
         bindings.append((binding_name, new))
     result = replace(program.with_outputs(outputs, bindings), applied=(*program.applied, *names))
-    walk = Walk(live_nodes + topological((n for _, n in bindings), seen, uses), live_after, uses)
+    walk = Walk(live_nodes + topological((n for _, n in bindings), seen, uses), live_after, uses, live_uses)
     return remember(result, "walk", walk)

@@ -34,7 +34,7 @@ def dead_code(program: Program) -> Program:
             label = f"{name} (line {node.span.line})"
         labels[label] = None
     result = program.with_outputs(program.outputs, kept, applied=f"{_PREFIX}{', '.join(labels)})")
-    return remember(result, "walk", Walk([n for n in walk.nodes if n.uid in live], live))
+    return remember(result, "walk", walk.live_only())
 
 
 def dropped_names(program: Program) -> list[str]:
