@@ -226,6 +226,12 @@ class Link:
         return out
 
     def close(self) -> None:
+        # shutdown first: close() alone does not wake a thread of this process blocked in
+        # a send or receive on the socket (nor tell the peer), so an abort would wait out the timeout.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:

@@ -6,8 +6,9 @@ inner dimension, ``op(A) @ op(B) = sum over p of op(A_p) @ op(B_p)``: every pane
 is multiplied once per round, and once panel p has been multiplied *and* sent on,
 its memory is free for the next round's panel p. So a task holds its A and B
 blocks, one spare panel of each and C: 3 + 2/k blocks, where moving whole blocks
-needs a second copy of A and B (5 blocks). Panels also start moving as soon as
-the round starts, as before, so the exchange still hides behind the products.
+needs a second copy of A and B (5 blocks). Panels start moving as soon as the
+round starts, so the exchange hides behind the products except for the tail of a
+round: panel p can only arrive once panel p-1 is multiplied (about 1/k of a block).
 
 Threads per round: one sender and one receiver per operand. A receiver takes a
 free buffer for each incoming panel, waiting until panel p-1 is multiplied and
@@ -58,8 +59,8 @@ class _Pool:
         self.pending: dict[int, int] = {}  # panel -> how many of (multiplied, sent) are still due
         self.failed = False
 
-    def arm(self, k: int, sending: bool) -> None:
-        self.pending = {p: 2 if sending else 1 for p in range(k)}
+    def arm(self, k: int) -> None:
+        self.pending = {p: 2 for p in range(k)}  # multiplied, and sent
 
     def done(self, p: int, buffer: np.ndarray) -> None:
         with self.cond:
@@ -70,16 +71,15 @@ class _Pool:
 
     def take(self, deadline: float, what: str) -> np.ndarray:
         with self.cond:
-            while not self.free:
-                remaining = deadline - time.monotonic()
+            while True:
                 if self.failed:
                     raise ChannelError(f"{what}: the round was aborted")
+                if self.free:
+                    return self.free.pop()
+                remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise PeerTimeout(
-                        f"{what}: no free panel buffer in time (the previous panel was not sent)"
-                    )
+                    raise PeerTimeout(f"{what}: no free panel buffer in time (the previous panel was not sent)")
                 self.cond.wait(min(remaining, 0.5))
-            return self.free.pop()
 
     def abort(self) -> None:
         with self.cond:
@@ -100,30 +100,30 @@ def run_rounds(run, blocks: dict[str, np.ndarray]) -> np.ndarray:
         return c
     k = panel_count(geo.bk, run.spec.panels)
     run.stats["panels"] = k
-    a_panels = split_panels(
-        a, 0 if geo.trans_a else 1, k
-    )  # stored A: bm×bk, or bk×bm when transposed
+    a_panels = split_panels(a, 0 if geo.trans_a else 1, k)  # stored A: bm×bk, or bk×bm when transposed
     del a
-    b_panels = split_panels(
-        b, 1 if geo.trans_b else 0, k
-    )  # stored B: bk×bn, or bn×bk when transposed
+    b_panels = split_panels(b, 1 if geo.trans_b else 0, k)  # stored B: bk×bn, or bn×bk when transposed
     del b
     c = np.empty((geo.bm, geo.bn), run.dtype)  # after the cutting: its copies peak before C exists
     pools = {"A": _Pool(np.empty_like(a_panels[0])), "B": _Pool(np.empty_like(b_panels[0]))}
     gemm_time = 0.0
     for r in range(geo.q):
-        shifting = r < geo.q - 1
-        exchange = _Exchange(run, r, k, a_panels, b_panels, pools) if shifting else None
+        exchange = _Exchange(run, r, k, a_panels, b_panels, pools) if r < geo.q - 1 else None
         t_round = time.perf_counter()
-        for p in range(k):
-            t0 = time.perf_counter()
-            gemm_into(
-                a_panels[p], geo.trans_a, b_panels[p], geo.trans_b, c, accumulate=r > 0 or p > 0
-            )
-            gemm_time += time.perf_counter() - t0
+        try:
+            for p in range(k):
+                if exchange is not None and exchange.errors:
+                    break  # the shift failed: finish() reports it, no use multiplying on
+                t0 = time.perf_counter()
+                gemm_into(a_panels[p], geo.trans_a, b_panels[p], geo.trans_b, c, accumulate=r > 0 or p > 0)
+                gemm_time += time.perf_counter() - t0
+                if exchange is not None:
+                    pools["A"].done(p, a_panels[p])
+                    pools["B"].done(p, b_panels[p])
+        except BaseException:
             if exchange is not None:
-                pools["A"].done(p, a_panels[p])
-                pools["B"].done(p, b_panels[p])
+                exchange.abort()  # no exchange thread may outlive the task in a reused worker
+            raise
         run.stats[f"gemm{r}"] = time.perf_counter() - t_round
         if exchange is not None:
             a_panels, b_panels = exchange.finish()
@@ -142,32 +142,15 @@ class _Exchange:
         self.moved = {"peer_bytes_sent": 0, "peer_bytes_received": 0}
         self._lock = threading.Lock()
         for operand in ("A", "B"):
-            pools[operand].arm(k, sending=True)
-        first_step = (
-            r * k
-        )  # wire step numbers: one per panel, so a stray panel is caught by its header
-        self.threads = [
-            threading.Thread(
-                target=self._guard(self._send),
-                args=("A", geo.left(t), A_SHIFT, a_panels, first_step),
-                daemon=True,
-            ),
-            threading.Thread(
-                target=self._guard(self._send),
-                args=("B", geo.up(t), B_SHIFT, b_panels, first_step),
-                daemon=True,
-            ),
-            threading.Thread(
-                target=self._guard(self._recv),
-                args=("A", geo.right(t), A_SHIFT, first_step),
-                daemon=True,
-            ),
-            threading.Thread(
-                target=self._guard(self._recv),
-                args=("B", geo.down(t), B_SHIFT, first_step),
-                daemon=True,
-            ),
-        ]
+            pools[operand].arm(k)
+        first = r * k  # wire step numbers: one per panel, so a stray panel is caught by its header
+        work = (
+            (self._send, ("A", geo.left(t), A_SHIFT, a_panels, first)),
+            (self._send, ("B", geo.up(t), B_SHIFT, b_panels, first)),
+            (self._recv, ("A", geo.right(t), A_SHIFT, first)),
+            (self._recv, ("B", geo.down(t), B_SHIFT, first)),
+        )
+        self.threads = [threading.Thread(target=self._guard(fn), args=args, daemon=True) for fn, args in work]
         for th in self.threads:
             th.start()
 
@@ -177,34 +160,45 @@ class _Exchange:
                 fn(*args)
             except BaseException as exc:  # noqa: BLE001 - re-raised by finish()
                 self.errors.append(exc)
-                for pool in self.pools.values():
-                    pool.abort()
-                self.run.abort_links()
+                self._stop()
 
         return run
 
-    def _send(self, operand: str, peer: int, channel: int, panels, first_step: int) -> None:
+    def _stop(self) -> None:
+        for pool in self.pools.values():
+            pool.abort()
+        self.run.abort_links()  # wakes the threads blocked on a socket
+
+    def abort(self) -> None:
+        """The compute side failed: stop the exchange threads and wait for them."""
+        self._stop()
+        for th in self.threads:
+            th.join()
+
+    def _send(self, operand: str, peer: int, channel: int, panels, first: int) -> None:
         run, spec = self.run, self.run.spec
         link = run.out_link(peer, channel)
         sent = 0
         for p, panel in enumerate(panels):
+            if self.pools[operand].failed:
+                return  # another thread failed: the round is over
             abort = None
-            if first_step + p == 0 and channel == A_SHIFT and spec.fault is not None:
+            if first + p == 0 and channel == A_SHIFT and spec.fault is not None:
                 if spec.fault.hits(run.t, spec.attempt, "mid-exchange"):
                     abort = max(1, panel.nbytes // 2)
-            sent += link.send(panel, first_step + p, spec.timeout, abort_after=abort)
+            sent += link.send(panel, first + p, spec.timeout, abort_after=abort)
             self.pools[operand].done(p, panel)
         with self._lock:
             self.moved["peer_bytes_sent"] += sent
 
-    def _recv(self, operand: str, peer: int, channel: int, first_step: int) -> None:
+    def _recv(self, operand: str, peer: int, channel: int, first: int) -> None:
         run, spec = self.run, self.run.spec
         link = run.in_link(peer, channel)
         got = 0
         for p in range(self.k):
             deadline = time.monotonic() + spec.timeout
             out = self.pools[operand].take(deadline, f"{run.name()}: {operand} panel {p}")
-            link.recv(first_step + p, out, spec.timeout)
+            link.recv(first + p, out, spec.timeout)
             self.received[operand][p] = out
             got += BLOCK_HEADER.size + out.nbytes
         with self._lock:

@@ -348,8 +348,7 @@ class TaskRun:
             blocks[operand] = out
         if sends or recvs:
             self.finish(self.transfer(sends, recvs, 0))
-        del sends  # the blocks sent: freed here, the rounds hold only what they need
-        return blocks
+        return blocks  # the blocks sent in the skew go with ``sends`` on return
 
     # --- output ---------------------------------------------------------------------------
     def epilogue(self, c: np.ndarray) -> None:
