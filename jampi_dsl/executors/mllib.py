@@ -29,17 +29,41 @@ def _scratch() -> str:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
 
 
+def _channel(sc, path: str, *options: str):
+    """A JVM ``FileChannel`` on ``path`` (options: StandardOpenOption names)."""
+    jvm, gateway = sc._jvm, sc._gateway
+    opened = gateway.new_array(jvm.java.nio.file.OpenOption, len(options))
+    for i, name in enumerate(options):
+        opened[i] = getattr(jvm.java.nio.file.StandardOpenOption, name)
+    return jvm.java.nio.channels.FileChannel.open(jvm.java.nio.file.Paths.get(path, gateway.new_array(jvm.String, 0)),
+                                                  opened)
+
+
 def _jvm_doubles(sc, block: np.ndarray):
-    """A JVM ``double[]`` holding ``block`` in row-major order."""
+    """A JVM ``double[]`` holding ``block`` in row-major order.
+
+    The bytes go file → JVM buffer through a ``FileChannel``: never as a py4j return value
+    (py4j turns a ``byte[]`` into Python bytes, Base64 both ways, and at n=8192 that
+    copy exhausted the driver's heap)."""
     jvm, gateway = sc._jvm, sc._gateway
     path = os.path.join(_scratch(), f"jampi-mllib-{uuid.uuid4().hex}.bin")
+    size = block.size * 8
+    buffer = jvm.java.nio.ByteBuffer.allocate(size)
     try:
         np.ascontiguousarray(block, dtype="<f8").tofile(path)
-        raw = jvm.java.nio.file.Files.readAllBytes(jvm.java.nio.file.Paths.get(path, gateway.new_array(jvm.String, 0)))
+        channel = _channel(sc, path, "READ")
+        try:
+            while buffer.hasRemaining() and channel.read(buffer) >= 0:
+                pass
+        finally:
+            channel.close()
     finally:
         os.unlink(path)
+    if buffer.position() != size:
+        raise OSError(f"{path}: read {buffer.position()} of {size} bytes")
+    buffer.flip()
     values = gateway.new_array(jvm.double, block.size)
-    jvm.java.nio.ByteBuffer.wrap(raw).order(jvm.java.nio.ByteOrder.LITTLE_ENDIAN).asDoubleBuffer().get(values)
+    buffer.order(jvm.java.nio.ByteOrder.LITTLE_ENDIAN).asDoubleBuffer().get(values)
     return values
 
 
@@ -79,12 +103,17 @@ def from_block_matrix(spark, matrix) -> np.ndarray:
         path = os.path.join(_scratch(), f"jampi-mllib-{uuid.uuid4().hex}.bin")
         buffer = jvm.java.nio.ByteBuffer.allocate(n_r * n_c * 8).order(jvm.java.nio.ByteOrder.LITTLE_ENDIAN)
         buffer.asDoubleBuffer().put(block.toArray())  # column-major, whatever the block's layout
-        jvm.java.nio.file.Files.write(jvm.java.nio.file.Paths.get(path, sc._gateway.new_array(jvm.String, 0)),
-                                      buffer.array(), sc._gateway.new_array(jvm.java.nio.file.OpenOption, 0))
         try:
+            channel = _channel(sc, path, "WRITE", "CREATE", "TRUNCATE_EXISTING")
+            try:  # JVM buffer → file, never through py4j (see _jvm_doubles)
+                while buffer.hasRemaining():
+                    channel.write(buffer)
+            finally:
+                channel.close()
             values = np.fromfile(path, dtype="<f8")
         finally:
-            os.unlink(path)
+            if os.path.exists(path):
+                os.unlink(path)
         out[i * rpb : i * rpb + n_r, j * cpb : j * cpb + n_c] = values.reshape(n_c, n_r).T
     return out
 
