@@ -152,7 +152,8 @@ def _cold_once(argv: list[str], log_path: str, limit: float | None = None) -> tu
     if code != 0:
         with open(log_path, errors="replace") as fh:
             tail = fh.read()[-1500:]
-        raise RuntimeError(f"exited {code}: {tail.strip().splitlines()[-1] if tail.strip() else ''}")
+        last = tail.strip().splitlines()[-1] if tail.strip() else ""
+        raise RuntimeError(f"exited {code} after {elapsed:.0f} s: {last}")
     return elapsed, rss
 
 

@@ -7,7 +7,8 @@ waiting for peers / Spark overhead from the tasks' own clocks; this looks inside
 those parts. It makes A and B as cached distributed blocks (as the suite's
 "Cannon stage" row does), runs one warm-up product, then records every Python
 worker of the embedded Spark with py-spy (``--subprocesses``, native frames
-included, so the BLAS calls show) during one more product, and prints the
+included, so the BLAS calls show; py-spy pauses a process for each sample) during
+one more product, and prints the
 functions that held the most samples, by own time and by time below them.
 The raw collapsed stacks are kept in DIR for a flame graph.
 """
@@ -91,7 +92,7 @@ def main() -> int:
         os.makedirs(out, exist_ok=True)
         raw_path = os.path.join(out, f"cannon-{n}-{args.dtype}.txt")
         spy = subprocess.Popen(["py-spy", "record", "--pid", str(daemons[0]), "--subprocesses", "--native",
-                                "--rate", "200", "--format", "raw", "--output", raw_path, "--nonblocking"],
+                                "--rate", "200", "--format", "raw", "--output", raw_path],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(2.0)  # py-spy attaches to the daemon and its children
         stats: list = []
