@@ -216,7 +216,7 @@ def lower(program: Program, resources: Resources | None = None, executor: str = 
             done = chosen.get(key)
             if done is None:
                 done = chosen[key] = _choose_product(node, resources, executor)
-            products[node.uid] = done if done.node is node else replace(done, node=node)
+            products[node.uid] = done if done.node is node else _for_node(done, node)
     placed = _placements(nodes, products, resources)
     local_steps: dict[tuple, Step] = {}
     steps = []
@@ -228,9 +228,18 @@ def lower(program: Program, resources: Resources | None = None, executor: str = 
             if step is None:
                 step = local_steps[key] = _non_product_step(node, resources, placed)
             elif step.node is not node:
-                step = replace(step, node=node)
+                step = _for_node(step, node)
         steps.append(step)
     return PhysicalPlan(program, _write_through(tuple(steps), resources), resources)
+
+
+def _for_node(step: Step, node: ir.Node) -> Step:
+    """``step``'s choice for another node alike in cost (a field copy: ``dataclasses.replace``
+    re-runs the constructor, which showed on a 10,000-statement plan)."""
+    copy = object.__new__(Step)
+    copy.__dict__.update(step.__dict__)
+    object.__setattr__(copy, "node", node)
+    return copy
 
 
 def _cost_key(node: ir.Node) -> tuple:

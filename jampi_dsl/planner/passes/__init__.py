@@ -85,7 +85,15 @@ def optimize(program: Program, rules: Iterable[Pass] = RULES) -> Program:
 
 
 def _run_group(program: Program, group: list[Pass]) -> Program:
-    return run_local_passes(program, group) if group else program
+    if not group:
+        return program
+    if len(group) == 1:
+        return group[0](program)  # alone, a pass keeps its own shortcuts (CSE skips a program it made)
+    result = run_local_passes(program, group)
+    # Every node went through the group's last pass last, so its shortcut holds for the result
+    # (CSE after the chain planner then costs nothing when the planner changed nothing).
+    after = getattr(group[-1], "after", None)
+    return after(result) if after is not None else result
 
 
 __all__ = [
