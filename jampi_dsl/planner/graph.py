@@ -103,7 +103,8 @@ def topological(
             found[uid] = root
             stack.append(root)
     while stack:
-        for child in stack.pop().children:
+        node = stack.pop()
+        for child in node._get_children(node):  # (the `children` property is one call more per node)
             uid = child.uid
             if uses is not None:
                 uses[uid] = uses.get(uid, 0) + 1

@@ -167,9 +167,10 @@ class Rebuilder:
     # ------------------------------------------------------------ the walk
 
     def _rebuilt(self, node: Node) -> Node:
-        children = node.children
+        children = node._get_children(node)
         if children:
-            new = tuple([self.mapping[c.uid] for c in children])
+            mapping = self.mapping
+            new = tuple([mapping[c.uid] for c in children])
             if new != children:  # tuples compare elements by identity first; nodes have no __eq__
                 return node.replacing_children(new)
         return node
