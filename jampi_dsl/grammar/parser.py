@@ -7,6 +7,7 @@ import ast as pyast
 import re
 import threading
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 
 from lark import Lark, Token, Transformer
@@ -220,6 +221,9 @@ class _Placeholder:
         self.type = kind
 
 
+_END = _Placeholder("$END")  # the end of input, as the parse table names it
+
+
 class _FastLALR:
     """lark's own LALR table and reduce callbacks, driven by one tight loop.
 
@@ -270,36 +274,27 @@ class _FastLALR:
         rows, end = self.rows, self.end
         states, values = [self.start], []
         try:
-            for token in self.lexer.lex(text, self.placeholder_kinds):
+            for token in chain(self.lexer.lex(text, self.placeholder_kinds), (_END,)):
                 kind = token.type
                 while True:
                     shift, reduce = rows[states[-1]][kind]
-                    if shift is not None:
+                    if shift is not None:  # ($END is never shifted: the start rule's reduction ends)
                         states.append(shift)
                         values.append(token)
                         break
                     size, callback, name = reduce
                     if callback is None:  # unit rule: same value, new state
                         states.pop()
-                    else:
-                        children = values[-size:] if size else []
-                        if size:  # (a [-0:] slice would be everything)
-                            del states[-size:], values[-size:]
-                        values.append(callback(children))
-                    states.append(rows[states[-1]][name][0])
-            while True:  # end of input: reduce to the start symbol
-                shift, reduce = rows[states[-1]]["$END"]
-                size, callback, name = reduce
-                if callback is None:
-                    states.pop()
-                else:
-                    children = values[-size:] if size else []
-                    if size:
+                    elif size:
+                        children = values[-size:]
                         del states[-size:], values[-size:]
-                    values.append(callback(children))
-                states.append(rows[states[-1]][name][0])
-                if states[-1] == end:
-                    return values[-1]
+                        values.append(callback(children))
+                    else:  # an empty rule (a [-0:] slice would be everything)
+                        values.append(callback([]))
+                    states.append(rows[states[-1]][name][0])
+                    if states[-1] == end:
+                        return values[-1]
+            return None  # input ended before the start rule did (lark reports it)
         except JampiError:
             raise  # a rule's own error (a callback): the same as lark would raise
         except Exception:  # noqa: BLE001 - a syntax error (no table entry): lark's own parse reports it
