@@ -36,18 +36,11 @@ class Walk:
     :func:`finish` hands the next pass the walk of the program it built, so a
     pass that changes nothing costs one traversal and the next pass none."""
 
-    def __init__(self, nodes: list[Node], live: set[int], uses: dict[int, int] | None = None,
-                 live_uses: dict[int, int] | None = None):
+    def __init__(self, nodes: list[Node], live: set[int], uses: dict[int, int], live_uses: dict[int, int]):
         self.nodes = nodes  # the live nodes first, then those only dead bindings reach
         self.live = live
-        if uses is None:
-            uses = {}
-            get = uses.get
-            for node in nodes:
-                for child in node.children:
-                    uses[child.uid] = get(child.uid, 0) + 1
         self.uses = uses
-        self.live_uses = live_uses  # the uses by live nodes alone, when the walk counted them apart
+        self.live_uses = live_uses  # the uses by live nodes alone
 
     @classmethod
     def of(cls, program: Program) -> Walk:
@@ -68,9 +61,7 @@ class Walk:
 
     def live_only(self) -> Walk:
         """This walk without the nodes only dead bindings reach (what ``dead_code`` leaves)."""
-        if self.live_uses is not None:
-            return Walk(self.nodes[: len(self.live)], self.live, self.live_uses, self.live_uses)
-        return Walk([n for n in self.nodes if n.uid in self.live], self.live)
+        return Walk(self.nodes[: len(self.live)], self.live, self.live_uses, self.live_uses)
 
 
 _memo_slot: tuple[weakref.ref, dict[str, Any]] | None = None
