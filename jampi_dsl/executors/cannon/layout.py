@@ -86,9 +86,7 @@ class CannonConfig:
     fail_task: FaultSpec | tuple | None = None  # fault injection, see FaultSpec
     announce_dir: str | None = None  # test hook: each task writes its "host:port" here
     connect_delay: float = 0.0  # test hook: seconds a task waits before connecting to peers
-    panels: int | None = (
-        None  # inner-dimension panels per block (see .rounds); None: chosen from the size
-    )
+    panels: int | None = None  # inner-dimension panels per block (see .rounds); None: chosen from the size
     stats: list | None = field(default=None, compare=False)  # per-task timings/RSS appended here
 
     def __post_init__(self):

@@ -205,15 +205,8 @@ class _Exchange:
             self.moved["peer_bytes_received"] += got
 
     def finish(self) -> tuple[list, list]:
-        """Wait for the round's shift; the panels received are the next round's."""
-        run = self.run
-        t0 = time.perf_counter()
-        for th in self.threads:
-            th.join()
-        run.stats["exchange_wait"] = run.stats.get("exchange_wait", 0.0) + time.perf_counter() - t0
-        for key, count in self.moved.items():
-            run.stats[key] = run.stats.get(key, 0) + count
-        if self.errors:
-            run.raise_exchange_error(self.errors[0])
+        """Wait for the round's shift (the task's own join, stats and error naming); the
+        panels received are the next round's."""
+        self.run.finish((self.threads, self.errors, self.moved))
         # Each pool now holds exactly one free buffer again (the spare for the next round).
         return self.received["A"], self.received["B"]
