@@ -113,34 +113,6 @@ def run_mllib(spark, a, b, want, n, reps, results):
 # --- Cannon -----------------------------------------------------------------------------------
 
 
-def _make_block(source, block, grid_cols, split, items):
-    for _ in items:
-        pass
-    i, j = divmod(split, grid_cols)
-    rows = (i * block[0], min((i + 1) * block[0], source.shape[0]))
-    cols = (j * block[1], min((j + 1) * block[1], source.shape[1]))
-    yield (i, j), source.region(rows, cols)
-
-
-def raw_cached(spark, source, block) -> DistMatrix:
-    """A cached DistMatrix whose blocks travel as raw frames instead of pickles."""
-    from functools import partial
-
-    from pyspark import StorageLevel
-
-    from jampi_dsl.executors.cannon import RawBlockSerializer
-
-    grid = (-(-source.shape[0] // block[0]), -(-source.shape[1] // block[1]))
-    sc = spark.sparkContext
-    rdd = sc.parallelize([], grid[0] * grid[1]).mapPartitionsWithIndex(
-        partial(_make_block, source, block, grid[1]), preservesPartitioning=True
-    )
-    rdd._jrdd_deserializer = RawBlockSerializer()
-    rdd.persist(StorageLevel.MEMORY_AND_DISK_DESER)
-    rdd._jrdd.count()
-    return DistMatrix(rdd, source.shape, block, source.dtype)
-
-
 def run_cannon(spark, n, reps, results):
     q = int(np.sqrt(task_slots(spark)))
     block = (-(-n // q), -(-n // q))
@@ -188,18 +160,6 @@ def run_cannon(spark, n, reps, results):
         f"    RSS growth during the task {growth / MiB:.0f} MiB = {growth / block_bytes:.2f} blocks "
         f"(the rest is the Python worker as the task found it)"
     )
-
-    # The same blocks cached as raw frames (RawBlockSerializer, deserialized storage): what
-    # reading them from the JVM costs without pickle.
-    ra, rb = raw_cached(spark, sa, block), raw_cached(spark, sb, block)
-    secs3, c3 = best_of(
-        lambda: cannon_matmul(spark, ra, rb), reps, teardown=lambda r: r.unpersist()
-    )
-    c3.unpersist()
-    ra.unpersist()
-    rb.unpersist()
-    results["cannon_raw"] = secs3
-    print(f"  jampi Cannon, cached inputs as raw frames:     {secs3:7.2f} s", flush=True)
 
     def from_sources():
         return cannon_matmul(spark, sa, sb)
@@ -252,9 +212,9 @@ def main() -> None:
 
     print()
     print(
-        "| n | NumPy | Cannon (cached blocks) | Cannon / NumPy | Cannon (raw frames) | Cannon (made in tasks) | MLlib best (block) | MLlib / Cannon | peak RSS per task (budget) | RSS growth in the task |"
+        "| n | NumPy | Cannon (cached blocks) | Cannon / NumPy | Cannon (made in tasks) | MLlib best (block) | MLlib / Cannon | peak RSS per task (budget) | RSS growth in the task |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n, r in rows:
         mll = {k: v for k, v in r.items() if k.startswith("mllib_")}
         if mll:
@@ -265,7 +225,7 @@ def main() -> None:
             mtext, ratio = "-", "-"
         print(
             f"| {n} | {r['numpy']:.2f} s | {r['cannon']:.2f} s | {r['cannon'] / r['numpy']:.2f}x | "
-            f"{r['cannon_raw']:.2f} s | {r['cannon_src']:.2f} s | {mtext} | {ratio} | {r['rss'] / MiB:.0f} MiB ({r['budget'] / MiB:.0f}) | "
+            f"{r['cannon_src']:.2f} s | {mtext} | {ratio} | {r['rss'] / MiB:.0f} MiB ({r['budget'] / MiB:.0f}) | "
             f"{r['growth'] / MiB:.0f} MiB ({r['growth'] / r['block']:.2f} blocks) |"
         )
 

@@ -19,6 +19,11 @@ import numpy as np
 import pytest
 
 from jampi_dsl.errors import ExecutionError, ShapeError
+from jampi_dsl.executors.blockframes import (
+    ELEMENTS_PER_BLOCK,
+    RawBlockSerializer,
+    RawPairDeserializer,
+)
 from jampi_dsl.executors.cannon import CannonConfig, cannon_matmul
 from jampi_dsl.executors.cannon.channel import (
     BLOCK_HEADER,
@@ -28,7 +33,6 @@ from jampi_dsl.executors.cannon.channel import (
     VERSION,
 )
 from jampi_dsl.executors.cannon.layout import Geometry, choose_grid, grid_fits
-from jampi_dsl.executors.cannon.serializer import RawBlockSerializer
 from jampi_dsl.executors.distributed import DistMatrix
 from jampi_dsl.executors.sources import GeneratorSource, NpySource
 
@@ -91,6 +95,46 @@ def test_schedule_is_a_permutation(q, ta, tb):
     assert len(homes) == q * q
 
 
+def _frames(data: bytes) -> list[bytes]:
+    """Split a stream of length-prefixed frames (as the JVM stores them, one element each)."""
+    out, pos = [], 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos : pos + 4], "big", signed=True)
+        out.append(data[pos : pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+def test_raw_pair_deserializer_reads_a_jvm_zip():
+    """A JVM zip of two block RDDs pairs frame with frame: headers first, then payloads alternate."""
+    ser = RawBlockSerializer()
+    a = [((0, 0), np.arange(600 * 500.0).reshape(600, 500)), ((0, 1), np.ones((3, 4)))]
+    b = [((0, 0), np.ones((2, 2), np.float32)), ((0, 1), np.arange(900 * 400.0).reshape(900, 400))]
+    streams = []
+    for blocks in (a, b):
+        buf = io.BytesIO()
+        ser.dump_stream(iter(blocks), buf)
+        streams.append(_frames(buf.getvalue()))
+    assert len(streams[0]) == len(streams[1]) == 2 * ELEMENTS_PER_BLOCK
+    zipped = b"".join(fa + fb for fa, fb in zip(*streams, strict=True))
+    back = list(RawPairDeserializer().load_stream(io.BytesIO(zipped)))
+    assert len(back) == 2
+    for pair, want_a, want_b in zip(back, a, b, strict=True):
+        for (key, got), (want_key, want) in zip(pair, (want_a, want_b), strict=True):
+            assert key == want_key and got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+
+
+def test_raw_block_serializer_rejects_a_bad_frame():
+    ser = RawBlockSerializer()
+    buf = io.BytesIO()
+    ser.dump_stream(iter([((0, 0), np.ones((600, 600)))]), buf)
+    frames = _frames(buf.getvalue())
+    frames[2] = (100).to_bytes(4, "big") + b"x" * 100  # a payload frame of the wrong length
+    with pytest.raises(ValueError, match="corrupt block frame"):
+        list(ser.load_stream(io.BytesIO(b"".join(frames))))
+
+
 def test_raw_block_serializer_round_trip():
     ser = RawBlockSerializer()
     blocks = [
@@ -98,6 +142,7 @@ def test_raw_block_serializer_round_trip():
         ((2, 0), np.ones((2, 5), np.float32)),
         ((1, 1), np.asfortranarray(np.eye(3))),
         ((0, 0), np.zeros((0, 3))),
+        ((3, 2), np.arange(700 * 600, dtype=np.float64).reshape(700, 600)),  # spans many frames
     ]
     buf = io.BytesIO()
     ser.dump_stream(iter(blocks), buf)

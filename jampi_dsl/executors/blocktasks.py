@@ -55,6 +55,10 @@ def make_block(source, shape, block, grid_cols, split, items):
     yield key, source.region(*bounds(key, shape, block))
 
 
+def same_blocks(items):
+    yield from items
+
+
 def map_blocks(fn, items):
     for key, b in items:
         yield key, fn(b)

@@ -3,7 +3,8 @@
 Layout contract (shared with the Cannon executor): the RDD holds
 ``((bi, bj), ndarray)`` pairs, exactly one block per partition, partition
 ``bi * grid[1] + bj``. Blocks are C-contiguous and exact at the ragged edge
-(never padded). Two matrices with equal :attr:`DistMatrix.layout` are combined
+(never padded), and travel between the JVM and Python as raw frames
+(:mod:`.blockframes`), never pickled. Two matrices with equal :attr:`DistMatrix.layout` are combined
 partition by partition (a narrow zip, no shuffle).
 
 Moving data: in local mode the executors share the driver's filesystem, so
@@ -28,11 +29,11 @@ from typing import Any
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.rdd import RDD, Partitioner
-from pyspark.serializers import PairDeserializer
+from pyspark.rdd import RDD, Partitioner, PipelinedRDD
 
 from ..session import grid_side
 from . import blocktasks as bt
+from .blockframes import ELEMENTS_PER_BLOCK, RawBlockSerializer, RawPairDeserializer
 from .sources import BlockSource, NpySource
 
 MIN_SPLIT = 256  # a dimension is not cut into blocks thinner than this: per-task overhead would dominate
@@ -133,6 +134,37 @@ def block_rdd(sc, rdd_id: int, partitions, deserializer) -> RDD:
     return RDD(jvm["JavaRDD"](blocks, jvm["bytes"]), sc, deserializer)
 
 
+def raw_blocks(rdd):
+    """``rdd`` with its blocks written as raw frames (:mod:`.blockframes`), as every DistMatrix holds them.
+
+    A pipelined RDD not yet built just changes its output serializer; any other
+    gets one more narrow step (pipelined with nothing, so one pass over the blocks).
+    """
+    if isinstance(rdd._jrdd_deserializer, RawBlockSerializer):
+        return rdd
+    if isinstance(rdd, PipelinedRDD) and rdd._jrdd_val is None:
+        rdd._jrdd_deserializer = RawBlockSerializer()
+        return rdd
+    out = rdd.mapPartitions(bt.same_blocks, preservesPartitioning=True)
+    out._jrdd_deserializer = RawBlockSerializer()
+    return out
+
+
+def zip_block_rdds(a, b) -> RDD:
+    """Partition-wise pairs ``((key, block), (key, block))`` of two raw-frame block RDDs, zipped in the JVM.
+
+    PySpark's ``RDD.zip`` would first re-serialize both sides (a Python pass
+    over every block each); the JVM zip pairs frame with frame, which lines up
+    because every block takes the same number of frames.
+    """
+    for rdd in (a, b):
+        if not isinstance(rdd._jrdd_deserializer, RawBlockSerializer):
+            raise ValueError(f"zip_block_rdds needs raw-frame block RDDs, got {rdd._jrdd_deserializer!r}")
+    out = RDD(a._jrdd.zip(b._jrdd), a.ctx, RawPairDeserializer())
+    out._jampi_keepalive = (a, b)  # keeps cached parents (and their blocks) alive
+    return out
+
+
 def _detach(rdd):
     """An ordinary RDD reading the cached blocks of ``rdd`` (a BlockRDD over its block ids).
 
@@ -169,6 +201,7 @@ class DistMatrix:
         if min(self.shape) < 1:
             raise ValueError(f"a distributed matrix needs at least 1×1 entries, got {self.shape}")
         self.block = _normalize_block(self.shape, self.block, self.dtype)
+        self.rdd = raw_blocks(self.rdd)
         n = self.rdd.getNumPartitions()
         if n != self.nblocks:
             raise ValueError(f"RDD has {n} partitions, the {self.grid[0]}×{self.grid[1]} grid needs {self.nblocks}")
@@ -249,12 +282,16 @@ class DistMatrix:
         Runs the barrier stage now (so a caller can retry it), caches its
         blocks, and returns a matrix whose later jobs are ordinary stages.
         """
+        if not isinstance(rdd._jrdd_deserializer, RawBlockSerializer):
+            if not (isinstance(rdd, PipelinedRDD) and rdd._jrdd_val is None):
+                raise ValueError("a barrier RDD already built must write its blocks with RawBlockSerializer")
+            rdd._jrdd_deserializer = RawBlockSerializer()
         if not rdd.is_cached:
             rdd.persist(_STORAGE)
-        count = rdd._jrdd.count()
+        count = rdd._jrdd.count() / ELEMENTS_PER_BLOCK  # the JVM counts frames
         expected = math.prod(bt.grid_of(shape, block))
         if count != expected:
-            raise ValueError(f"barrier RDD yielded {count} blocks, the grid has {expected}")
+            raise ValueError(f"barrier RDD yielded {count:g} blocks, the grid has {expected}")
         # A block of a memory-only cache may be evicted, and a BlockRDD cannot recompute it.
         detached = _detach(rdd) if rdd.getStorageLevel().useDisk else rdd
         return cls(detached, shape, block, dtype, base_rdd=rdd if detached is not rdd else None)
@@ -323,15 +360,11 @@ class DistMatrix:
     def zip_blocks(self, other: DistMatrix, fn, dtype=None) -> DistMatrix:
         """``fn(self block, other block)`` for two matrices of the same layout, partition by partition.
 
-        Uses the JVM zip directly: PySpark's ``RDD.zip`` first re-serializes
-        both sides (a Python pass over every block each) unless they share a
-        fixed batch size, and with one block per partition the frames already
-        line up.
+        Zipped in the JVM (:func:`zip_block_rdds`), with no shuffle.
         """
         if other.layout != self.layout:
             raise ValueError(f"zip_blocks needs equal layouts, got {self.layout} and {other.layout}")
-        a, b = self.rdd, other.rdd
-        pairs = RDD(a._jrdd.zip(b._jrdd), a.ctx, PairDeserializer(a._jrdd_deserializer, b._jrdd_deserializer))
+        pairs = zip_block_rdds(self.rdd, other.rdd)
         return self._derive(pairs.mapPartitions(partial(bt.zip_blocks, fn), preservesPartitioning=True), dtype)
 
     def elementwise(self, op: str, other: DistMatrix) -> DistMatrix:

@@ -14,7 +14,7 @@ _EXPORTS = {
     "CannonConfig": ".layout",
     "FaultSpec": ".layout",
     "choose_grid": ".layout",
-    "RawBlockSerializer": ".serializer",
+    "RawBlockSerializer": "..blockframes",
     "cannon_matmul": ".stage",
 }
 

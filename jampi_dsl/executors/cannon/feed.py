@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ..distributed import block_rdd as distributed_block_rdd
+from ..distributed import zip_block_rdds
 from .layout import Geometry, stored_layout_is_grid
 from .task import OperandFeed
 
@@ -79,24 +81,8 @@ def block_rdd(sc, rdd_id: int, partitions: list[int], deserializer, keepalive=No
     It carries no lineage, so it is free of the barrier RDD's restrictions
     (take, coalesce, zip all work).
     """
-    from ..distributed import block_rdd as make
-
-    out = make(sc, rdd_id, partitions, deserializer)
+    out = distributed_block_rdd(sc, rdd_id, partitions, deserializer)
     out._jampi_keepalive = keepalive  # keeps the cached parent (and its blocks) alive
-    return out
-
-
-def zip_rdds(sc, first, second):
-    """Partition-wise pair of two RDDs, without PySpark's re-batching pass."""
-    from pyspark.rdd import RDD
-    from pyspark.serializers import PairDeserializer
-
-    out = RDD(
-        first._jrdd.zip(second._jrdd),
-        sc,
-        PairDeserializer(first._jrdd_deserializer, second._jrdd_deserializer),
-    )
-    out._jampi_keepalive = (first, second)
     return out
 
 
@@ -175,7 +161,7 @@ def plan_feed(sc, geo: Geometry, a: Any, b: Any, skew: str = "auto") -> Feed:
         elif modes[name] == "aligned":
             rdds[name] = x.rdd
     if len(rdds) == 2:
-        rdd, stream, slots = zip_rdds(sc, rdds["A"], rdds["B"]), "pair", {"A": 0, "B": 1}
+        rdd, stream, slots = zip_block_rdds(rdds["A"], rdds["B"]), "pair", {"A": 0, "B": 1}
     elif len(rdds) == 1:
         rdd, stream, slots = next(iter(rdds.values())), "single", {}
     else:

@@ -31,12 +31,12 @@ from py4j.protocol import Py4JError
 from pyspark import StorageLevel
 
 from ...errors import ExecutionError, ShapeError
+from ..blockframes import RawBlockSerializer
 from ..distributed import DistMatrix
 from .channel import Credentials
 from .feed import is_distributed, is_source, plan_feed
 from .layout import CannonConfig, Geometry, choose_grid, default_q
 from .rendezvous import Rendezvous
-from .serializer import RawBlockSerializer
 from .task import TaskSpec, run_task
 from .util import ERROR_TAG
 
