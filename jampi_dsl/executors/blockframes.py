@@ -38,6 +38,16 @@ def frame_size(nbytes: int) -> int:
     return max(_MIN_FRAME, -(-nbytes // FRAMES))
 
 
+def _bytes_of(arr: np.ndarray) -> memoryview:
+    """The C-contiguous array's memory as bytes (a 0-byte array has no buffer to cast)."""
+    return memoryview(arr).cast("B") if arr.nbytes else memoryview(b"")
+
+
+def _frame(view: memoryview, index: int, step: int) -> memoryview:
+    """Payload frame ``index`` of a block whose frames are ``step`` bytes (the last ones may be short or empty)."""
+    return view[index * step : (index + 1) * step]
+
+
 def _read_into(stream, view: memoryview) -> None:
     got, total = 0, len(view)
     readinto = getattr(stream, "readinto", None)
@@ -73,11 +83,11 @@ def _read_header(stream, *, at_start: bool):
     if magic != _MAGIC or rows < 0 or cols < 0 or step != frame_size(rows * cols * dtype.itemsize):
         raise ValueError(f"corrupt block header: {magic!r} {rows}x{cols} {dtype}, frames of {step} bytes")
     arr = np.empty((rows, cols), dtype)
-    return (bi, bj), arr, memoryview(arr).cast("B") if arr.nbytes else memoryview(b""), step
+    return (bi, bj), arr, _bytes_of(arr), step
 
 
 def _read_frame(stream, view: memoryview, index: int, step: int) -> None:
-    part = view[index * step : (index + 1) * step]
+    part = _frame(view, index, step)
     length = read_int(stream)
     if length != len(part):
         raise ValueError(f"corrupt block frame {index}: {length} bytes, expected {len(part)}")
@@ -86,7 +96,11 @@ def _read_frame(stream, view: memoryview, index: int, step: int) -> None:
 
 
 class RawBlockSerializer(Serializer):
-    """Elements are ``((bi, bj), 2-D ndarray)``; each goes as a header and ``FRAMES`` raw frames."""
+    """Elements are ``((bi, bj), 2-D ndarray)``; each goes as a header and ``FRAMES`` raw frames.
+
+    Stateless: Serializer's own ``__eq__``/``__hash__`` (class and empty ``__dict__``) make
+    every instance equal, which is what PySpark compares when it decides to re-serialize.
+    """
 
     def dump_stream(self, iterator, stream):
         for key, arr in iterator:
@@ -101,9 +115,9 @@ class RawBlockSerializer(Serializer):
                 )
             write_int(_HEADER.size, stream)
             stream.write(_HEADER.pack(_MAGIC, bi, bj, arr.shape[0], arr.shape[1], arr.dtype.str.encode(), step))
-            view = memoryview(arr).cast("B") if arr.nbytes else memoryview(b"")
+            view = _bytes_of(arr)
             for index in range(FRAMES):
-                part = view[index * step : (index + 1) * step]
+                part = _frame(view, index, step)
                 write_int(len(part), stream)
                 if len(part):
                     stream.write(part)
@@ -114,15 +128,6 @@ class RawBlockSerializer(Serializer):
             for index in range(FRAMES):
                 _read_frame(stream, view, index, step)
             yield key, arr
-
-    def __eq__(self, other):
-        return isinstance(other, RawBlockSerializer)
-
-    def __hash__(self):
-        return hash(RawBlockSerializer)
-
-    def __repr__(self):
-        return "RawBlockSerializer()"
 
 
 class RawPairDeserializer(Serializer):
@@ -139,12 +144,3 @@ class RawPairDeserializer(Serializer):
                 _read_frame(stream, first[2], index, first[3])
                 _read_frame(stream, second[2], index, second[3])
             yield (first[0], first[1]), (second[0], second[1])
-
-    def __eq__(self, other):
-        return isinstance(other, RawPairDeserializer)
-
-    def __hash__(self):
-        return hash(RawPairDeserializer)
-
-    def __repr__(self):
-        return "RawPairDeserializer()"

@@ -134,16 +134,23 @@ def block_rdd(sc, rdd_id: int, partitions, deserializer) -> RDD:
     return RDD(jvm["JavaRDD"](blocks, jvm["bytes"]), sc, deserializer)
 
 
+def _writes_raw(rdd) -> bool:
+    """Whether ``rdd`` writes raw frames, after switching a pipelined RDD not yet built to them."""
+    if isinstance(rdd._jrdd_deserializer, RawBlockSerializer):
+        return True
+    if isinstance(rdd, PipelinedRDD) and rdd._jrdd_val is None:
+        rdd._jrdd_deserializer = RawBlockSerializer()
+        return True
+    return False
+
+
 def raw_blocks(rdd):
     """``rdd`` with its blocks written as raw frames (:mod:`.blockframes`), as every DistMatrix holds them.
 
     A pipelined RDD not yet built just changes its output serializer; any other
     gets one more narrow step (pipelined with nothing, so one pass over the blocks).
     """
-    if isinstance(rdd._jrdd_deserializer, RawBlockSerializer):
-        return rdd
-    if isinstance(rdd, PipelinedRDD) and rdd._jrdd_val is None:
-        rdd._jrdd_deserializer = RawBlockSerializer()
+    if _writes_raw(rdd):
         return rdd
     out = rdd.mapPartitions(bt.same_blocks, preservesPartitioning=True)
     out._jrdd_deserializer = RawBlockSerializer()
@@ -282,10 +289,8 @@ class DistMatrix:
         Runs the barrier stage now (so a caller can retry it), caches its
         blocks, and returns a matrix whose later jobs are ordinary stages.
         """
-        if not isinstance(rdd._jrdd_deserializer, RawBlockSerializer):
-            if not (isinstance(rdd, PipelinedRDD) and rdd._jrdd_val is None):
-                raise ValueError("a barrier RDD already built must write its blocks with RawBlockSerializer")
-            rdd._jrdd_deserializer = RawBlockSerializer()
+        if not _writes_raw(rdd):
+            raise ValueError("a barrier RDD already built must write its blocks with RawBlockSerializer")
         if not rdd.is_cached:
             rdd.persist(_STORAGE)
         count = rdd._jrdd.count() / ELEMENTS_PER_BLOCK  # the JVM counts frames
