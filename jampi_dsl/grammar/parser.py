@@ -19,7 +19,7 @@ from lark.exceptions import (
     UnexpectedToken,
     VisitError,
 )
-from lark.lexer import BasicLexer, Lexer
+from lark.lexer import BasicLexer, Lexer, PatternStr, UnlessCallback
 from lark.parse_tree_builder import ExpandSingleChild
 from lark.parsers.lalr_analysis import Shift
 
@@ -174,7 +174,16 @@ class _FastLexer(Lexer):
                        if t.name in conf.ignore and re.fullmatch(r"\[[^\]\n\r]*\]\+", t.pattern.to_regexp())), None)
         self.blanks = re.compile(blanks[:-1] + "*") if blanks else None
         self.pattern = re.compile(f"(?:{blanks[:-1]})*(?:{alternatives})" if blanks else alternatives)
-        self.callback = basic.callback
+        # lark folds keywords into NAME with a callback that regex-matches every name;
+        # keywords that are plain strings are one dict lookup instead.
+        self.keywords: dict[str, dict[str, str]] = {}
+        self.callback = dict(basic.callback)
+        for kind, callback in basic.callback.items():
+            if isinstance(callback, UnlessCallback) and all(
+                isinstance(t.pattern, PatternStr) and not t.pattern.flags for t in callback.scanner.terminals
+            ):
+                self.keywords[kind] = {t.pattern.value: t.name for t in callback.scanner.terminals}
+                del self.callback[kind]
         self.ignore = frozenset(conf.ignore)
         self.allowed = frozenset(t.name for t in terminals) - self.ignore
 
@@ -186,7 +195,7 @@ class _FastLexer(Lexer):
     def lex(self, text: str, placeholder_kinds: frozenset = frozenset()):
         """Tokens of ``text``. A kind in ``placeholder_kinds`` (a token no rule keeps,
         such as ``=`` or ``@``) comes as a :class:`_Placeholder` instead of a Token."""
-        ignore, callback = self.ignore, self.callback
+        ignore, callback, keywords, new_token = self.ignore, self.callback, self.keywords, str.__new__
         line, line_start, pos = 1, 0, 0
         for match in self.pattern.finditer(text):
             if match.start() != pos:
@@ -203,13 +212,24 @@ class _FastLexer(Lexer):
             start_line, line = line, end_line
             if kind in ignore:
                 continue
+            if kind in keywords:
+                kind = keywords[kind].get(value, kind)
             if kind in placeholder_kinds:
                 yield _Placeholder(kind)
                 continue
-            token = Token(kind, value, start, start_line, column, end_line, end_column, pos)
+            # Token's own constructor is two Python calls deep; its slots set inline are not.
+            token = new_token(_Token, value)
+            token.type, token.value, token.start_pos, token.end_pos = kind, value, start, pos
+            token.line, token.column, token.end_line, token.end_column = start_line, column, end_line, end_column
             yield callback[kind](token) if kind in callback else token
         if pos != len(text):
             raise self._unexpected(text, pos, line, line_start)
+
+
+class _Token(Token):
+    """A lark Token made without lark's constructor (see :meth:`_FastLexer.lex`)."""
+
+    __slots__ = ()
 
 
 class _Placeholder:

@@ -183,15 +183,22 @@ class Rebuilder:
         self._moved.clear()
 
     def run(self, fn: Callable[[Node, Node, Rebuilder], Node], name: str) -> Program:
-        """One rule that may look at the original node as well as the rebuilt one."""
+        """One rule that may look at the original node as well as the rebuilt one.
+
+        Such a rule decides from the original program (``uses``, the originals'
+        structure) and reads ``mapping`` for the rebuilt children; it must not ask
+        :meth:`exclusive`, because no user counts of the new program are kept here
+        (keeping them was a fifth of this loop's time)."""
         changed = False
+        mapping = self.mapping
+        self._refs = None  # type: ignore[assignment]  (so a misplaced exclusive() fails loudly)
         for node in self.walk.nodes:
             rebuilt = self._rebuilt(node)
             out = fn(node, rebuilt, self)
             if out is not rebuilt and out.type != node.type:
                 out = rebuilt  # a rule must never change a type; keep the safe form
             changed = changed or out is not node
-            self._record(node, rebuilt, out)
+            mapping[node.uid] = out
         if not changed:
             return self.program
         return finish(self.program, self.mapping, (name,), self.walk.live)
@@ -204,6 +211,9 @@ class Rebuilder:
         those go through the later rules too, bottom-up, before the node does:
         exactly what running the passes one after another would do."""
         self._steps = steps
+        # Per step, the node classes its rule can change (None: any); a rule is not
+        # even called on other nodes (most nodes interest one rule of the group at most).
+        self._classes = [getattr(rule, "rewrites", None) for _, rule in steps]
         self._fired = [False] * len(steps)
         self._done: dict[int, int] = {}  # new node uid -> the first rule it has been through all from
         changed = False
@@ -219,8 +229,10 @@ class Rebuilder:
 
     def _apply(self, node: Node, start: int) -> Node:
         """Rules ``start..`` on ``node`` (whose children are done)."""
-        steps = self._steps
+        steps, classes = self._steps, self._classes
         for i in range(start, len(steps)):
+            if classes[i] is not None and type(node) not in classes[i]:
+                continue
             new = steps[i][1](node, self)
             if new is node or new.type != node.type:  # a rule must never change a type
                 continue
@@ -256,16 +268,27 @@ class Rebuilder:
 LocalRule = Callable[[Node, Rebuilder], Node]
 
 
-def local_pass(name: str, make_rule: Callable[[], LocalRule]) -> Callable[[Program], Program]:
+def local_pass(
+    name: str, make_rule: Callable[[], LocalRule], rewrites: Iterable[type] | None = None
+) -> Callable[[Program], Program]:
     """A pass made of one local rule; ``make_rule`` gives a fresh rule per run.
-    :func:`run_local_passes` fuses consecutive such passes into one traversal."""
+    :func:`run_local_passes` fuses consecutive such passes into one traversal.
+    ``rewrites`` lists the node classes the rule can change, if not all: it
+    returns any other node unchanged, so it is not called on them."""
+    classes = None if rewrites is None else frozenset(rewrites)
+
+    def make() -> LocalRule:
+        rule = make_rule()
+        rule.rewrites = classes  # type: ignore[attr-defined]  (read by Rebuilder.run_local)
+        return rule
 
     def run(program: Program) -> Program:
-        return Rebuilder(program).run_local([(name, make_rule())])
+        return Rebuilder(program).run_local([(name, make())])
 
     run.__name__ = run.__qualname__ = name
-    run.local_rule = make_rule  # type: ignore[attr-defined]
+    run.local_rule = make  # type: ignore[attr-defined]
     return run
+
 
 
 def run_local_passes(program: Program, passes: list[Callable[[Program], Program]]) -> Program:

@@ -42,7 +42,7 @@ def _fold(node: Node, rb: Rebuilder, depth: int = _NESTED_FOLDS) -> Node:
     return node
 
 
-scalar_folding = local_pass(NAME, lambda: _fold)
+scalar_folding = local_pass(NAME, lambda: _fold, rewrites=(Unary, Binary))
 
 
 def _is(node: Node, value: float) -> bool:

@@ -44,7 +44,7 @@ def _fold(node: Node, rb: Rebuilder) -> Node:
     return node
 
 
-transpose_folding = local_pass(NAME, lambda: _fold)
+transpose_folding = local_pass(NAME, lambda: _fold, rewrites=(Transpose, MatMul, Gemm))
 
 
 def _free_transpose(node: Node, rb: Rebuilder, depth: int, site: Node, taken: list[Node]) -> Node | None:
