@@ -71,3 +71,21 @@ def test_forced_method_is_used_and_explained(spark, method):
     v = session.random(30, 2, seed=2)
     text = (A @ v).explain()
     assert f"[{method} forced]" in text and f"forced by --executor {method}" in text
+
+
+def _driver_only_modules(_items):
+    import sys
+
+    yield sorted(m for m in ("networkx", "lark", "rich") if m in sys.modules)
+
+
+def test_spark_tasks_never_import_the_planner(spark):
+    """A task imports only the module of the function it runs; the planner, networkx,
+    lark and rich (~20 MiB) must stay on the driver, or every reused Python worker
+    carries them into the Cannon tasks' memory budget."""
+    s = jampi_dsl.session(executor="broadcast")
+    a, b = G("uniform", 96, 80, 21), G("uniform", 80, 24, 22)
+    got = (s.matrix(a) @ s.matrix(b)).to_numpy()
+    np.testing.assert_allclose(got, a @ b, rtol=1e-12)
+    probes = spark.sparkContext.parallelize(range(16), 16).mapPartitions(_driver_only_modules).collect()
+    assert probes == [[]] * 16

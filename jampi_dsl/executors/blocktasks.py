@@ -87,6 +87,28 @@ def scalar(op, value, on_left, b):
     return BINARY_OPS[op](v, b) if on_left else BINARY_OPS[op](b, v)
 
 
+def broadcast_partials(small_bc, big_on_left: bool, shape, block, items):
+    """The broadcast product's task: each block of the big operand times its slice of the small one."""
+    small = small_bc.value
+    for key, b in items:
+        (r0, r1), (c0, c1) = bounds(key, shape, block)
+        if big_on_left:
+            yield (key[0], 0), b @ small[c0:c1, :]
+        else:
+            yield (0, key[1]), small[:, r0:r1] @ b
+
+
+def sum_partials(dtype, items):
+    """The broadcast product's partial strips of one output block, summed."""
+    sums: dict = {}
+    for key, part in items:
+        if key in sums:
+            sums[key] += part
+        else:
+            sums[key] = np.array(part, dtype=dtype, copy=True)
+    yield from sums.items()
+
+
 def unary(name, b):
     return UNARY_OPS[name](b)
 

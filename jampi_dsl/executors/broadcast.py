@@ -5,7 +5,9 @@ never moves (no shuffle of it, no barrier stage).
 For ``C = Big @ S`` the task holding Big's block (i, j) computes
 ``Big[i, j] @ S[rows of block column j]``, a partial row strip of C; strips of
 one block row are summed (a shuffle of m×n partials, which is small because S
-is). ``C = S @ Big`` is the mirror image, by block columns.
+is). ``C = S @ Big`` is the mirror image, by block columns. The task side lives in
+:mod:`.blocktasks`: a task that imported this module would import the planner
+(and networkx) into every Python worker for good.
 """
 
 from __future__ import annotations
@@ -20,26 +22,6 @@ from . import blocktasks as bt
 from .base import Executor, RunContext, handles
 from .distributed import DistMatrix
 from .spark import as_dist, combine_gemm, to_local
-
-
-def _partials(small_bc, big_on_left: bool, shape, block, items):
-    small = small_bc.value
-    for key, b in items:
-        (r0, r1), (c0, c1) = bt.bounds(key, shape, block)
-        if big_on_left:
-            yield (key[0], 0), b @ small[c0:c1, :]
-        else:
-            yield (0, key[1]), small[:, r0:r1] @ b
-
-
-def _sum_partials(dtype, items):
-    sums: dict = {}
-    for key, part in items:
-        if key in sums:
-            sums[key] += part
-        else:
-            sums[key] = np.array(part, dtype=dtype, copy=True)
-    yield from sums.items()
 
 
 def _big_operand(value: Any, transposed: bool, ctx: RunContext) -> DistMatrix:
@@ -58,14 +40,14 @@ def broadcast_product(ctx: RunContext, big: DistMatrix, small: np.ndarray, big_o
         shape, block, groups, along = (big.shape[0], small.shape[1]), (big.block[0], small.shape[1]), gr, gc
     else:
         shape, block, groups, along = (small.shape[0], big.shape[1]), (small.shape[0], big.block[1]), gc, gr
-    parts = big.rdd.mapPartitions(partial(_partials, small_bc, big_on_left, big.shape, big.block))
+    parts = big.rdd.mapPartitions(partial(bt.broadcast_partials, small_bc, big_on_left, big.shape, big.block))
     if along == 1:
         # Each output block comes from exactly one input block, already in output order: no shuffle.
         result = parts
     else:
         cols = 1 if big_on_left else groups
         moved = parts.partitionBy(groups, bt.GridPartitioner(cols))
-        result = moved.mapPartitions(partial(_sum_partials, dtype), preservesPartitioning=True)
+        result = moved.mapPartitions(partial(bt.sum_partials, dtype), preservesPartitioning=True)
     return DistMatrix(result, shape, block, dtype).materialize()
 
 
