@@ -24,6 +24,7 @@ from jampi_dsl.executors.blockframes import (
     RawBlockSerializer,
     RawPairDeserializer,
 )
+from jampi_dsl.executors.blockgen import generate
 from jampi_dsl.executors.cannon import CannonConfig, cannon_matmul
 from jampi_dsl.executors.cannon.channel import (
     BLOCK_HEADER,
@@ -504,3 +505,79 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _dumped(blocks) -> bytes:
+    buf = io.BytesIO()
+    RawBlockSerializer().dump_stream(iter(blocks), buf)
+    return buf.getvalue()
+
+
+def _stack(arr: np.ndarray, k: int) -> np.ndarray:
+    return np.stack([np.ascontiguousarray(p) for p in np.split(arr, k, axis=1)])
+
+
+@pytest.mark.parametrize("rows, cols, k", [(700, 600, 4), (3, 8, 2), (1500, 90, 3)])
+def test_blocks_of_the_expected_shape_are_read_as_column_panels(rows, cols, k, monkeypatch):
+    """A reader that asks for (rows, cols, k) gets such blocks as k C-contiguous column
+    panels, whatever the frame and staging boundaries; other blocks stay row-major."""
+    from jampi_dsl.executors import blockframes
+
+    monkeypatch.setattr(blockframes, "_STAGING", 7 * cols * 8 + 5)  # 7 rows per scatter, frames cut rows
+    want = np.arange(rows * cols, dtype=np.float64).reshape(rows, cols)
+    other = np.ones((rows, cols + k))
+    reader = RawBlockSerializer(panels=(rows, cols, k))
+    back = list(reader.load_stream(io.BytesIO(_dumped([((1, 0), want), ((0, 0), other)]))))
+    (key, got), (_, kept) = back
+    assert key == (1, 0) and got.shape == (k, rows, cols // k) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, _stack(want, k))
+    assert kept.shape == other.shape
+    np.testing.assert_array_equal(kept, other)
+
+
+def test_pair_reader_cuts_only_the_slot_asked_for():
+    a, b = np.arange(600 * 500.0).reshape(600, 500), np.arange(400 * 900.0).reshape(400, 900)
+    streams = [_frames(_dumped([((0, 0), x)])) for x in (a, b)]
+    zipped = b"".join(fa + fb for fa, fb in zip(*streams, strict=True))
+    reader = RawPairDeserializer(panels=(None, (400, 900, 3)))
+    (((_, got_a), (_, got_b)),) = reader.load_stream(io.BytesIO(zipped))
+    np.testing.assert_array_equal(got_a, a)
+    np.testing.assert_array_equal(got_b, _stack(b, 3))
+
+
+@pytest.mark.parametrize("tb", [False, True])
+def test_cached_operands_arrive_as_column_panels(spark, tb):
+    """Placed (cached) blocks whose panels are column slices (A; B when transposed) are read
+    straight into panel stacks, with no copy in the task, and the product is unchanged."""
+    _, a = gen((40, 48), 31)
+    _, b = gen((36, 48) if tb else (48, 36), 32)
+    bb = b.shape[0] // 2, b.shape[1] // 2
+    da = DistMatrix.from_numpy(spark, a, (20, 24)).materialize()
+    db = DistMatrix.from_numpy(spark, b, bb).materialize()
+    stats: list = []
+    cfg = CannonConfig(timeout=20, handshake_timeout=5, panels=4, stats=stats)
+    check(cannon_matmul(spark, da, db, trans_b=tb, config=cfg), a @ (b.T if tb else b), np.float64)
+    assert {s["panel_stacks"] for s in stats} == {2 if tb else 1}
+
+
+def test_sources_are_read_as_column_panels(spark, tmp_path):
+    """A ``.npy`` operand is read panel by panel; a random one too when its panels are whole
+    generator tiles (else made whole and cut); a transposed source is made whole."""
+    path = str(tmp_path / "a.npy")
+    np.save(path, np.random.default_rng(3).random((40, 64)))
+    a = np.load(path)
+    stats: list = []
+    cfg = CannonConfig(timeout=20, handshake_timeout=5, panels=2, stats=stats)
+    src = NpySource.open(path)
+    check(cannon_matmul(spark, src, src, trans_b=True, config=cfg), a @ a.T, np.float64)
+    assert {s["panel_stacks"] for s in stats} == {2}
+    stats.clear()
+    ga, gb = GeneratorSource("uniform", (8, 2048), np.float64, 4), GeneratorSource("normal", (2048, 8), np.float64, 5)
+    got = cannon_matmul(spark, ga, gb, config=CannonConfig(timeout=20, handshake_timeout=5, panels=2, stats=stats))
+    want = generate("uniform", (8, 2048), np.float64, seed=4) @ generate("normal", (2048, 8), np.float64, seed=5)
+    check(got, want, np.float64)
+    assert {s["panel_stacks"] for s in stats} == {1}  # A: panels of 512 columns, whole tiles
+    stats.clear()
+    got = cannon_matmul(spark, ga, gb, config=CannonConfig(timeout=20, handshake_timeout=5, panels=4, stats=stats))
+    check(got, want, np.float64)
+    assert {s["panel_stacks"] for s in stats} == {0}  # panels of 256 columns would cut tiles

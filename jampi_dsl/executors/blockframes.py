@@ -17,6 +17,12 @@ blocks at half the speed they reach with ~1 MiB frames (measured at n=4096:
 frames whatever its size, so a JVM-side ``zip`` of two block RDDs, which pairs
 elements one to one, still pairs block with block (:class:`RawPairDeserializer`
 reads the interleaved frames).
+
+A reader may ask for a block of a known shape as ``k`` column panels, each
+C-contiguous (a ``(k, rows, cols // k)`` array): a Cannon task multiplies
+column panels of A, and cutting them out of a row-major block after it
+arrived costs a copy of the block into fresh memory. The payload is then
+read a few rows at a time into a small staging buffer and scattered.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ _MIN_FRAME = 256 << 10  # small blocks go in one frame (the others are empty)
 _HEADER = struct.Struct("<4sqqqq8sq")  # magic, bi, bj, rows, cols, dtype.str, payload frame size
 _MAGIC = b"JBK2"
 _MAX_FRAME = (1 << 31) - 1  # the JVM side frames with a signed 32-bit length
+_STAGING = 1 << 20  # bytes of whole rows staged before they are scattered into column panels
 
 
 def frame_size(nbytes: int) -> int:
@@ -63,8 +70,54 @@ def _read_into(stream, view: memoryview) -> None:
         got += n
 
 
-def _read_header(stream, *, at_start: bool):
-    """``(key, empty array, payload view, frame size)`` of the next block, or None at the end of the stream."""
+class _Rows:
+    """Where a row-major payload goes: straight into the block's memory."""
+
+    def __init__(self, arr: np.ndarray):
+        self.view, self.at = _bytes_of(arr), 0
+
+    def read(self, stream, n: int) -> None:
+        _read_into(stream, self.view[self.at : self.at + n])
+        self.at += n
+
+
+class _ColumnPanels:
+    """Where a row-major payload goes when the reader wants the block as column panels.
+
+    Whole rows gather in a staging buffer small enough to stay in cache, then
+    one strided copy scatters them into the ``(k, rows, w)`` panels.
+    """
+
+    def __init__(self, panels: np.ndarray):
+        k, rows, w = panels.shape
+        self.panels, self.rows = panels, rows
+        self.chunk = max(1, min(rows, _STAGING // max(1, k * w * panels.itemsize)))
+        self.staging = np.empty((self.chunk, k * w), panels.dtype)
+        self.view = _bytes_of(self.staging)
+        self.row, self.filled = 0, 0  # next block row to scatter; bytes in the staging buffer
+
+    def read(self, stream, n: int) -> None:
+        k, _, w = self.panels.shape
+        row_bytes = k * w * self.panels.itemsize
+        while n:
+            rows = min(self.chunk, self.rows - self.row)
+            take = min(n, rows * row_bytes - self.filled)
+            _read_into(stream, self.view[self.filled : self.filled + take])
+            self.filled += take
+            n -= take
+            if self.filled == rows * row_bytes:
+                staged = self.staging[:rows].reshape(rows, k, w).transpose(1, 0, 2)
+                self.panels[:, self.row : self.row + rows, :] = staged
+                self.row += rows
+                self.filled = 0
+
+
+def _read_header(stream, *, at_start: bool, panels=None):
+    """``(key, array, sink, frame size, payload bytes)`` of the next block, or None at the end of the stream.
+
+    ``panels``: ``(rows, cols, k)``; a block of exactly that shape comes as a
+    ``(k, rows, cols // k)`` array of column panels.
+    """
     try:
         length = read_int(stream)
     except EOFError:
@@ -80,27 +133,39 @@ def _read_header(stream, *, at_start: bool):
         raise EOFError("block stream ended inside a header")
     magic, bi, bj, rows, cols, dt, step = _HEADER.unpack(head)
     dtype = np.dtype(dt.rstrip(b"\0").decode())
-    if magic != _MAGIC or rows < 0 or cols < 0 or step != frame_size(rows * cols * dtype.itemsize):
+    nbytes = rows * cols * dtype.itemsize
+    if magic != _MAGIC or rows < 0 or cols < 0 or step != frame_size(nbytes):
         raise ValueError(f"corrupt block header: {magic!r} {rows}x{cols} {dtype}, frames of {step} bytes")
+    if panels is not None and (rows, cols) == tuple(panels[:2]) and panels[2] > 1 and cols % panels[2] == 0:
+        k = panels[2]
+        arr = np.empty((k, rows, cols // k), dtype)
+        return (bi, bj), arr, _ColumnPanels(arr), step, nbytes
     arr = np.empty((rows, cols), dtype)
-    return (bi, bj), arr, _bytes_of(arr), step
+    return (bi, bj), arr, _Rows(arr), step, nbytes
 
 
-def _read_frame(stream, view: memoryview, index: int, step: int) -> None:
-    part = _frame(view, index, step)
+def _read_frame(stream, head, index: int) -> None:
+    _, _, sink, step, nbytes = head
+    want = max(0, min(nbytes, (index + 1) * step) - index * step)
     length = read_int(stream)
-    if length != len(part):
-        raise ValueError(f"corrupt block frame {index}: {length} bytes, expected {len(part)}")
+    if length != want:
+        raise ValueError(f"corrupt block frame {index}: {length} bytes, expected {want}")
     if length:
-        _read_into(stream, part)
+        sink.read(stream, length)
 
 
 class RawBlockSerializer(Serializer):
     """Elements are ``((bi, bj), 2-D ndarray)``; each goes as a header and ``FRAMES`` raw frames.
 
-    Stateless: Serializer's own ``__eq__``/``__hash__`` (class and empty ``__dict__``) make
-    every instance equal, which is what PySpark compares when it decides to re-serialize.
+    ``panels``, for reading only: ``(rows, cols, k)``, see :func:`_read_header`.
+    Serializer's own ``__eq__``/``__hash__`` compare class and ``__dict__``, so the
+    instances PySpark compares when it decides to re-serialize are equal unless
+    one reads panels.
     """
+
+    def __init__(self, panels: tuple[int, int, int] | None = None):
+        if panels is not None:
+            self.panels = tuple(panels)
 
     def dump_stream(self, iterator, stream):
         for key, arr in iterator:
@@ -123,11 +188,11 @@ class RawBlockSerializer(Serializer):
                     stream.write(part)
 
     def load_stream(self, stream):
-        while (head := _read_header(stream, at_start=True)) is not None:
-            key, arr, view, step = head
+        panels = getattr(self, "panels", None)
+        while (head := _read_header(stream, at_start=True, panels=panels)) is not None:
             for index in range(FRAMES):
-                _read_frame(stream, view, index, step)
-            yield key, arr
+                _read_frame(stream, head, index)
+            yield head[0], head[1]
 
 
 class RawPairDeserializer(Serializer):
@@ -135,12 +200,18 @@ class RawPairDeserializer(Serializer):
 
     The JVM writes each zipped pair of elements as two frames in a row, so the
     two blocks' headers come first and then their payload frames alternate.
+    ``panels``: ``(first's, second's)``, each None or ``(rows, cols, k)`` (see :func:`_read_header`).
     """
 
+    def __init__(self, panels: tuple = (None, None)):
+        if any(p is not None for p in panels):
+            self.panels = tuple(panels)
+
     def load_stream(self, stream):
-        while (first := _read_header(stream, at_start=True)) is not None:
-            second = _read_header(stream, at_start=False)
+        panels = getattr(self, "panels", (None, None))
+        while (first := _read_header(stream, at_start=True, panels=panels[0])) is not None:
+            second = _read_header(stream, at_start=False, panels=panels[1])
             for index in range(FRAMES):
-                _read_frame(stream, first[2], index, first[3])
-                _read_frame(stream, second[2], index, second[3])
+                _read_frame(stream, first, index)
+                _read_frame(stream, second, index)
             yield (first[0], first[1]), (second[0], second[1])

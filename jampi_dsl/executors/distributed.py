@@ -157,17 +157,18 @@ def raw_blocks(rdd):
     return out
 
 
-def zip_block_rdds(a, b) -> RDD:
+def zip_block_rdds(a, b, panels: tuple = (None, None)) -> RDD:
     """Partition-wise pairs ``((key, block), (key, block))`` of two raw-frame block RDDs, zipped in the JVM.
 
     PySpark's ``RDD.zip`` would first re-serialize both sides (a Python pass
     over every block each); the JVM zip pairs frame with frame, which lines up
-    because every block takes the same number of frames.
+    because every block takes the same number of frames. ``panels``: see
+    :class:`RawPairDeserializer`.
     """
     for rdd in (a, b):
         if not isinstance(rdd._jrdd_deserializer, RawBlockSerializer):
             raise ValueError(f"zip_block_rdds needs raw-frame block RDDs, got {rdd._jrdd_deserializer!r}")
-    out = RDD(a._jrdd.zip(b._jrdd), a.ctx, RawPairDeserializer())
+    out = RDD(a._jrdd.zip(b._jrdd), a.ctx, RawPairDeserializer(panels))
     out._jampi_keepalive = (a, b)  # keeps cached parents (and their blocks) alive
     return out
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..blockframes import RawBlockSerializer
 from ..distributed import block_rdd as distributed_block_rdd
 from ..distributed import zip_block_rdds
 from .layout import Geometry, stored_layout_is_grid
@@ -115,8 +116,11 @@ class Feed:
     modes: dict[str, str]
 
 
-def plan_feed(sc, geo: Geometry, a: Any, b: Any, skew: str = "auto") -> Feed:
+def plan_feed(sc, geo: Geometry, a: Any, b: Any, skew: str = "auto", panels: dict | None = None) -> Feed:
+    """``panels``: ``{operand: (rows, cols, k)}`` (see :func:`.rounds.column_panel_layouts`);
+    placed blocks of those operands are read straight into column panels."""
     q = geo.q
+    panels = panels or {}
     ops = {"A": a, "B": b}
     modes: dict[str, str] = {}
     for name, x in list(ops.items()):
@@ -155,13 +159,15 @@ def plan_feed(sc, geo: Geometry, a: Any, b: Any, skew: str = "auto") -> Feed:
             home = geo.a_home if name == "A" else geo.b_home
             order = [r * q + c for r, c in (home(t) for t in range(q * q))]
             keep = (x.rdd, getattr(x, "base_rdd", None))
-            rdds[name] = block_rdd(
-                sc, cached_blocks(sc, x), order, x.rdd._jrdd_deserializer, keepalive=keep
-            )
+            reader = x.rdd._jrdd_deserializer
+            if isinstance(reader, RawBlockSerializer) and name in panels:
+                reader = RawBlockSerializer(panels=panels[name])
+            rdds[name] = block_rdd(sc, cached_blocks(sc, x), order, reader, keepalive=keep)
         elif modes[name] == "aligned":
             rdds[name] = x.rdd
     if len(rdds) == 2:
-        rdd, stream, slots = zip_block_rdds(rdds["A"], rdds["B"]), "pair", {"A": 0, "B": 1}
+        stacks = tuple(panels.get(n) if modes[n] == "placed" else None for n in ("A", "B"))
+        rdd, stream, slots = zip_block_rdds(rdds["A"], rdds["B"], stacks), "pair", {"A": 0, "B": 1}
     elif len(rdds) == 1:
         rdd, stream, slots = next(iter(rdds.values())), "single", {}
     else:

@@ -42,9 +42,30 @@ def panel_count(inner: int, wanted: int | None = None) -> int:
     return 1
 
 
+def column_panel_layouts(geo, wanted: int | None) -> dict[str, tuple[int, int, int]]:
+    """``{operand: (rows, cols, k)}`` for the operands whose panels are column slices of
+    the stored block (A, unless transposed; B, if transposed). Cutting those out of a
+    row-major block copies it, so their round-0 blocks are best made or read as
+    ``(k, rows, cols // k)`` panel stacks in the first place."""
+    k = panel_count(geo.bk, wanted)
+    if geo.q == 1 or k == 1:
+        return {}
+    out = {}
+    if not geo.trans_a:
+        out["A"] = (*geo.a_stored_shape(), k)
+    if geo.trans_b:
+        out["B"] = (*geo.b_stored_shape(), k)
+    return out
+
+
 def split_panels(block: np.ndarray, axis: int, k: int) -> list[np.ndarray]:
     """``block`` cut into ``k`` C-contiguous panels along ``axis``: views when the cut runs
-    along rows (axis 0), copies otherwise (the caller then drops the block)."""
+    along rows (axis 0) or the block already is a ``(k, rows, cols // k)`` stack of column
+    panels, copies otherwise (the caller then drops the block)."""
+    if block.ndim == 3:
+        if axis != 1 or block.shape[0] != k:
+            raise ValueError(f"a stack of {block.shape[0]} column panels cannot be cut into {k} along axis {axis}")
+        return list(block)
     if axis == 0:
         return list(np.split(block, k, axis=0))
     return [np.ascontiguousarray(part) for part in np.split(block, k, axis=1)]
@@ -98,6 +119,7 @@ def run_rounds(run, blocks: dict[str, np.ndarray]) -> np.ndarray:
         gemm_into(a, geo.trans_a, b, geo.trans_b, c, accumulate=False)
         run.stats["gemm"] = run.stats["gemm0"] = time.perf_counter() - t0
         return c
+    t_prep = time.perf_counter()
     k = panel_count(geo.bk, run.spec.panels)
     run.stats["panels"] = k
     a_panels = split_panels(a, 0 if geo.trans_a else 1, k)  # stored A: bm×bk, or bk×bm when transposed
@@ -107,6 +129,7 @@ def run_rounds(run, blocks: dict[str, np.ndarray]) -> np.ndarray:
     c = np.empty((geo.bm, geo.bn), run.dtype)  # after the cutting: its copies peak before C exists
     pools = {"A": _Pool(np.empty_like(a_panels[0])), "B": _Pool(np.empty_like(b_panels[0]))}
     gemm_time = 0.0
+    run.stats["prep"] = time.perf_counter() - t_prep  # cutting the blocks into panels
     for r in range(geo.q):
         exchange = _Exchange(run, r, k, a_panels, b_panels, pools) if r < geo.q - 1 else None
         t_round = time.perf_counter()

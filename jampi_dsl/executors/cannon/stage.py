@@ -37,6 +37,7 @@ from .channel import Credentials
 from .feed import is_distributed, is_source, plan_feed
 from .layout import CannonConfig, Geometry, choose_grid, default_q
 from .rendezvous import Rendezvous
+from .rounds import column_panel_layouts
 from .task import TaskSpec, run_task
 from .util import ERROR_TAG
 
@@ -206,7 +207,7 @@ def cannon_matmul(
             f"a {q}x{q} Cannon grid needs {q * q} task slots at once; the cluster has {slots}"
         )
     geo = Geometry.make(q, m, k, n, trans_a, trans_b, dtype)
-    feed = plan_feed(sc, geo, a, b, config.skew)
+    feed = plan_feed(sc, geo, a, b, config.skew, column_panel_layouts(geo, config.panels))
     stats_acc = sc.accumulator([], _ListParam()) if config.stats is not None else None
     npy_tmp = _new_npy(output_npy, (m, n), dtype) if output_npy else None
     stage_id = uuid.uuid4().hex[:16]

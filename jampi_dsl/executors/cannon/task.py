@@ -25,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from ..blockgen import GEN_BLOCK
+from ..sources import GeneratorSource, TransposedSource
 from .channel import BLOCK_HEADER, ChannelError, Credentials, Link, Listener, PeerTimeout, connect
 from .layout import A_SHIFT, A_SKEW, B_SHIFT, B_SKEW, FaultSpec, Geometry
 from .rendezvous import discover
-from .rounds import run_rounds
+from .rounds import column_panel_layouts, run_rounds
 from .util import (
     ERROR_TAG,
     CannonTaskError,
@@ -82,7 +84,13 @@ class TaskSpec:
 
 
 def fit_block(arr: np.ndarray, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-    """``arr`` as a writable C-contiguous ``shape`` block, zero-padded; no copy when it already is one."""
+    """``arr`` as a writable C-contiguous ``shape`` block, zero-padded; no copy when it already is
+    one, or when it is a ``(k, rows, cols // k)`` stack of column panels of that shape."""
+    if arr.ndim == 3:
+        k, rows, w = arr.shape
+        if (rows, k * w) != shape:
+            raise CannonTaskError(f"a stack of {k} panels {rows}x{w} is not a {shape} block")
+        return arr if arr.dtype == dtype else arr.astype(dtype)
     if arr.shape == shape and arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.writeable:
         return arr
     if arr.shape[0] > shape[0] or arr.shape[1] > shape[1]:
@@ -90,6 +98,27 @@ def fit_block(arr: np.ndarray, shape: tuple[int, int], dtype: np.dtype) -> np.nd
     out = np.zeros(shape, dtype)
     out[: arr.shape[0], : arr.shape[1]] = arr
     return out
+
+
+def cheap_column_cuts(src, c0: int, width: int) -> bool:
+    """Whether reading ``src`` column panel by column panel costs no more than reading
+    the block whole: random generators make whole 512×512 tiles, so panels that cut
+    tiles would make them twice; a transposed source reads the base's rows instead."""
+    if isinstance(src, TransposedSource):
+        return False
+    if isinstance(src, GeneratorSource) and src.kind in ("uniform", "normal"):
+        return c0 % GEN_BLOCK == 0 and width % GEN_BLOCK == 0
+    return True
+
+
+def read_column_panels(src, rows: tuple[int, int], cols: tuple[int, int], k: int, dtype) -> np.ndarray:
+    """Region ``rows × cols`` of ``src`` as a ``(k, rows, cols // k)`` stack of column panels."""
+    (r0, r1), (c0, c1) = rows, cols
+    w = (c1 - c0) // k
+    stack = np.empty((k, r1 - r0, w), dtype)
+    for p in range(k):
+        src.region((r0, r1), (c0 + p * w, c0 + (p + 1) * w), out=stack[p])
+    return stack
 
 
 class TaskRun:
@@ -307,18 +336,22 @@ class TaskRun:
             if spec.stream in ("single", "pair"):
                 raise CannonTaskError(f"{self.name()}: more than one block in its input partition")
         blocks: dict[str, np.ndarray] = {}
+        panels = column_panel_layouts(geo, spec.panels)
         for operand, feed in (("A", spec.a), ("B", spec.b)):
             shape = shapes[operand]
             home = geo.a_home(self.t) if operand == "A" else geo.b_home(self.t)
             if feed.kind == "source":
                 (r0, r1), (c0, c1) = geo.stored_region(operand, home)
                 src = feed.source
-                if np.dtype(src.dtype) == self.dtype:
+                stack = panels.get(operand)
+                if np.dtype(src.dtype) != self.dtype:
+                    blocks[operand] = fit_block(src.region((r0, r1), (c0, c1)), shape, self.dtype)
+                elif stack is not None and cheap_column_cuts(src, c0, (c1 - c0) // stack[2]):
+                    blocks[operand] = read_column_panels(src, (r0, r1), (c0, c1), stack[2], self.dtype)
+                else:
                     blocks[operand] = src.region(
                         (r0, r1), (c0, c1), out=np.empty(shape, self.dtype)
                     )
-                else:
-                    blocks[operand] = fit_block(src.region((r0, r1), (c0, c1)), shape, self.dtype)
             elif feed.kind == "pieces":
                 buf = np.zeros(shape, self.dtype)
                 for op, pr, pc, piece in pieces:
@@ -334,6 +367,7 @@ class TaskRun:
                     )
                 blocks[operand] = fit_block(arr, shape, self.dtype)
         element = None
+        self.stats["panel_stacks"] = sum(block.ndim == 3 for block in blocks.values())  # arrived cut, no copy
         sends, recvs = [], []
         for operand, feed, channel in (("A", spec.a, A_SKEW), ("B", spec.b, B_SKEW)):
             peers = self.skew_peers(operand) if feed.kind == "aligned" else None
