@@ -38,7 +38,7 @@ _MIN_FRAME = 256 << 10  # small blocks go in one frame (the others are empty)
 _HEADER = struct.Struct("<4sqqqq8sq")  # magic, bi, bj, rows, cols, dtype.str, payload frame size
 _MAGIC = b"JBK2"
 _MAX_FRAME = (1 << 31) - 1  # the JVM side frames with a signed 32-bit length
-_STAGING = 1 << 20  # bytes of whole rows staged before they are scattered into column panels
+_STAGING = 1 << 20  # at most this many bytes (and 1/16 of the block) of whole rows staged, then scattered
 
 
 def frame_size(nbytes: int) -> int:
@@ -91,7 +91,7 @@ class _ColumnPanels:
     def __init__(self, panels: np.ndarray):
         k, rows, w = panels.shape
         self.panels, self.rows = panels, rows
-        self.chunk = max(1, min(rows, _STAGING // max(1, k * w * panels.itemsize)))
+        self.chunk = max(1, min(rows // 16, _STAGING // max(1, k * w * panels.itemsize)))
         self.staging = np.empty((self.chunk, k * w), panels.dtype)
         self.view = _bytes_of(self.staging)
         self.row, self.filled = 0, 0  # next block row to scatter; bytes in the staging buffer
