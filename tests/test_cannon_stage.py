@@ -561,8 +561,8 @@ def test_cached_operands_arrive_as_column_panels(spark, tb):
 
 
 def test_sources_are_read_as_column_panels(spark, tmp_path):
-    """A ``.npy`` operand is read panel by panel; a random one too when its panels are whole
-    generator tiles (else made whole and cut); a transposed source is made whole."""
+    """A ``.npy`` operand is read panel by panel; a random one too, a few panels at a time,
+    when the reads can cover whole generator tiles (else it is made whole and cut)."""
     path = str(tmp_path / "a.npy")
     np.save(path, np.random.default_rng(3).random((40, 64)))
     a = np.load(path)
@@ -571,13 +571,12 @@ def test_sources_are_read_as_column_panels(spark, tmp_path):
     src = NpySource.open(path)
     check(cannon_matmul(spark, src, src, trans_b=True, config=cfg), a @ a.T, np.float64)
     assert {s["panel_stacks"] for s in stats} == {2}
-    stats.clear()
-    ga, gb = GeneratorSource("uniform", (8, 2048), np.float64, 4), GeneratorSource("normal", (2048, 8), np.float64, 5)
-    got = cannon_matmul(spark, ga, gb, config=CannonConfig(timeout=20, handshake_timeout=5, panels=2, stats=stats))
-    want = generate("uniform", (8, 2048), np.float64, seed=4) @ generate("normal", (2048, 8), np.float64, seed=5)
-    check(got, want, np.float64)
-    assert {s["panel_stacks"] for s in stats} == {1}  # A: panels of 512 columns, whole tiles
-    stats.clear()
-    got = cannon_matmul(spark, ga, gb, config=CannonConfig(timeout=20, handshake_timeout=5, panels=4, stats=stats))
-    check(got, want, np.float64)
-    assert {s["panel_stacks"] for s in stats} == {0}  # panels of 256 columns would cut tiles
+    for cols, panels, stacked in ((2048, 2, 1), (2048, 4, 1), (2000, 2, 0)):
+        # 2048 columns: blocks 1024 wide; panels of 512 are whole tiles, panels of 256 are
+        # read two at a time; 2000: panels 500 wide, no group of them ends on a tile edge.
+        stats.clear()
+        ga, gb = GeneratorSource("uniform", (8, cols), np.float64, 4), GeneratorSource("normal", (cols, 8), np.float64, 5)
+        got = cannon_matmul(spark, ga, gb, config=CannonConfig(timeout=20, handshake_timeout=5, panels=panels, stats=stats))
+        want = generate("uniform", (8, cols), np.float64, seed=4) @ generate("normal", (cols, 8), np.float64, seed=5)
+        check(got, want, np.float64)
+        assert {s["panel_stacks"] for s in stats} == {stacked}, (cols, panels)

@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from ..blockgen import GEN_BLOCK
+from ..sources import GeneratorSource, TransposedSource
 from .channel import BLOCK_HEADER, ChannelError, PeerTimeout
 from .gemm import gemm_into
 from .layout import A_SHIFT, B_SHIFT
@@ -59,6 +61,38 @@ def column_panel_layouts(geo, wanted: int | None) -> dict[str, tuple[int, int, i
     if geo.trans_b:
         out["B"] = (*geo.b_stored_shape(), k)
     return out
+
+
+def column_group(src, c0: int, width: int, k: int) -> int | None:
+    """How many adjacent column panels to read from ``src`` at once, or None when reading
+    it panel by panel would cost more than reading the block whole. Random generators
+    make whole 512×512 tiles, so a read must not cut a tile (it would be made twice);
+    a transposed source reads the base's rows, so it is read whole."""
+    if isinstance(src, TransposedSource):
+        return None
+    if not (isinstance(src, GeneratorSource) and src.kind in ("uniform", "normal")):
+        return 1
+    if c0 % GEN_BLOCK:
+        return None
+    group = next((g for g in range(1, k + 1) if k % g == 0 and g * width % GEN_BLOCK == 0), None)
+    return group if group is not None and group <= max(1, k // 2) else None
+
+
+def read_column_panels(src, rows: tuple[int, int], cols: tuple[int, int], k: int, group: int, dtype) -> np.ndarray:
+    """Region ``rows × cols`` of ``src`` as a ``(k, rows, cols // k)`` stack of column panels,
+    read ``group`` panels at a time (through a buffer of that many panels when ``group`` > 1)."""
+    (r0, r1), (c0, c1) = rows, cols
+    w = (c1 - c0) // k
+    stack = np.empty((k, r1 - r0, w), dtype)
+    for p in range(0, k, group):
+        span = (c0 + p * w, c0 + (p + group) * w)
+        if group == 1:
+            src.region((r0, r1), span, out=stack[p])
+            continue
+        part = src.region((r0, r1), span)
+        for i in range(group):
+            stack[p + i] = part[:, i * w : (i + 1) * w]
+    return stack
 
 
 def split_panels(block: np.ndarray, axis: int, k: int) -> list[np.ndarray]:

@@ -25,12 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ..blockgen import GEN_BLOCK
-from ..sources import GeneratorSource, TransposedSource
 from .channel import BLOCK_HEADER, ChannelError, Credentials, Link, Listener, PeerTimeout, connect
 from .layout import A_SHIFT, A_SKEW, B_SHIFT, B_SKEW, FaultSpec, Geometry
 from .rendezvous import discover
-from .rounds import column_panel_layouts, run_rounds
+from .rounds import column_group, column_panel_layouts, read_column_panels, run_rounds
 from .util import (
     ERROR_TAG,
     CannonTaskError,
@@ -98,27 +96,6 @@ def fit_block(arr: np.ndarray, shape: tuple[int, int], dtype: np.dtype) -> np.nd
     out = np.zeros(shape, dtype)
     out[: arr.shape[0], : arr.shape[1]] = arr
     return out
-
-
-def cheap_column_cuts(src, c0: int, width: int) -> bool:
-    """Whether reading ``src`` column panel by column panel costs no more than reading
-    the block whole: random generators make whole 512×512 tiles, so panels that cut
-    tiles would make them twice; a transposed source reads the base's rows instead."""
-    if isinstance(src, TransposedSource):
-        return False
-    if isinstance(src, GeneratorSource) and src.kind in ("uniform", "normal"):
-        return c0 % GEN_BLOCK == 0 and width % GEN_BLOCK == 0
-    return True
-
-
-def read_column_panels(src, rows: tuple[int, int], cols: tuple[int, int], k: int, dtype) -> np.ndarray:
-    """Region ``rows × cols`` of ``src`` as a ``(k, rows, cols // k)`` stack of column panels."""
-    (r0, r1), (c0, c1) = rows, cols
-    w = (c1 - c0) // k
-    stack = np.empty((k, r1 - r0, w), dtype)
-    for p in range(k):
-        src.region((r0, r1), (c0 + p * w, c0 + (p + 1) * w), out=stack[p])
-    return stack
 
 
 class TaskRun:
@@ -346,8 +323,8 @@ class TaskRun:
                 stack = panels.get(operand)
                 if np.dtype(src.dtype) != self.dtype:
                     blocks[operand] = fit_block(src.region((r0, r1), (c0, c1)), shape, self.dtype)
-                elif stack is not None and cheap_column_cuts(src, c0, (c1 - c0) // stack[2]):
-                    blocks[operand] = read_column_panels(src, (r0, r1), (c0, c1), stack[2], self.dtype)
+                elif stack is not None and (group := column_group(src, c0, (c1 - c0) // stack[2], stack[2])):
+                    blocks[operand] = read_column_panels(src, (r0, r1), (c0, c1), stack[2], group, self.dtype)
                 else:
                     blocks[operand] = src.region(
                         (r0, r1), (c0, c1), out=np.empty(shape, self.dtype)
