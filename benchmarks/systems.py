@@ -129,6 +129,7 @@ def _cannon_memory(rec: Record, stats: list[dict]) -> None:
         rss_growth_blocks=growth / block,
         rss_budget=5 * block + 64 * MiB,
         q=int(stats[0]["q"]),
+        panels=int(stats[0].get("panels", 1)),
     )
 
 

@@ -61,9 +61,10 @@ def test_measurements_are_recorded(measured):
     stages = [r for r in records if r.system == "cannon-stage"]
     assert {r.dtype for r in stages} == {"float64", "float32"}
     for r in stages:
-        q = r.extra["q"]
-        # Counted on the wire by the tasks: A and B blocks (header + payload) per task per shift.
-        assert r.peer_bytes == q * q * (q - 1) * 2 * (r.extra["block_bytes"] + BLOCK_HEADER.size)
+        q, k = r.extra["q"], r.extra["panels"]
+        # Counted on the wire by the tasks: A and B blocks per task per shift, each block
+        # its payload and one header per panel.
+        assert r.peer_bytes == q * q * (q - 1) * 2 * (r.extra["block_bytes"] + k * BLOCK_HEADER.size)
         assert r.task_rss and r.run_rss and r.run_rss >= r.run_rss_base > 0
         split = r.extra["split"]
         assert split["compute"] > 0 and split["wall"] >= split["compute"]
