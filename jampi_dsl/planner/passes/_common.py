@@ -203,17 +203,18 @@ class Rebuilder:
             return self.program
         return finish(self.program, self.mapping, (name,), self.walk.live)
 
-    def run_local(self, steps: list[tuple[str, LocalRule]]) -> Program:
-        """Local rules ``rule(node, rb) -> node`` (several passes in one traversal).
+    def run_local(self, steps: list[tuple[str, LocalRule, frozenset | None]]) -> Program:
+        """Local rules ``rule(node, rb) -> node`` (several passes in one traversal), each
+        step ``(pass name, rule, node classes the rule can change or None for any)``.
 
         Each node goes through the rules in order, once its children are done.
         When a rule makes new inner nodes (``(2 * (A@B)).T`` → ``2 * (B.T@A.T)``),
         those go through the later rules too, bottom-up, before the node does:
         exactly what running the passes one after another would do."""
-        self._steps = steps
-        # Per step, the node classes its rule can change (None: any); a rule is not
-        # even called on other nodes (most nodes interest one rule of the group at most).
-        self._classes = [getattr(rule, "rewrites", None) for _, rule in steps]
+        self._steps = [(name, rule) for name, rule, _ in steps]
+        # A rule is not even called on nodes of other classes (most nodes interest one
+        # rule of the group at most).
+        self._classes = [classes for _, _, classes in steps]
         self._fired = [False] * len(steps)
         self._done: dict[int, int] = {}  # new node uid -> the first rule it has been through all from
         changed = False
@@ -224,7 +225,7 @@ class Rebuilder:
             self._record(node, rebuilt, out)
         if not changed:
             return self.program
-        names = tuple(name for (name, _), f in zip(steps, self._fired, strict=True) if f)
+        names = tuple(name for (name, _), f in zip(self._steps, self._fired, strict=True) if f)
         return finish(self.program, self.mapping, names, self.walk.live)
 
     def _apply(self, node: Node, start: int) -> Node:
@@ -277,16 +278,12 @@ def local_pass(
     returns any other node unchanged, so it is not called on them."""
     classes = None if rewrites is None else frozenset(rewrites)
 
-    def make() -> LocalRule:
-        rule = make_rule()
-        rule.rewrites = classes  # type: ignore[attr-defined]  (read by Rebuilder.run_local)
-        return rule
-
     def run(program: Program) -> Program:
-        return Rebuilder(program).run_local([(name, make())])
+        return Rebuilder(program).run_local([(name, make_rule(), classes)])
 
     run.__name__ = run.__qualname__ = name
-    run.local_rule = make  # type: ignore[attr-defined]
+    run.local_rule = make_rule  # type: ignore[attr-defined]
+    run.rewrites = classes  # type: ignore[attr-defined]
     return run
 
 
@@ -295,7 +292,7 @@ def run_local_passes(program: Program, passes: list[Callable[[Program], Program]
     """Consecutive local passes in one bottom-up traversal. Each node sees its
     children after all of the passes, so the result is at least as simplified
     as running them one after another, and it costs one rebuild instead of one each."""
-    steps = [(p.__name__, p.local_rule()) for p in passes]  # type: ignore[attr-defined]
+    steps = [(p.__name__, p.local_rule(), getattr(p, "rewrites", None)) for p in passes]  # type: ignore[attr-defined]
     return Rebuilder(program).run_local(steps)
 
 
