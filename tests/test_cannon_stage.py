@@ -217,6 +217,19 @@ def test_other_block_layouts_are_shuffled_into_place(spark):
     check(cannon_matmul(spark, da, db, trans_a=True, config=FAST), a.T @ b, np.float64)
 
 
+def test_shuffled_pieces_land_in_column_panels(spark):
+    """Pieces from the shuffle that straddle panel edges are written straight into the panel
+    stacks of A and of a transposed B (float32 pieces into float64 panels)."""
+    _, a = gen((42, 36), 33, np.float32)
+    _, b = gen((30, 36), 34)
+    da = DistMatrix.from_numpy(spark, a.astype(np.float32), (11, 7))
+    db = DistMatrix.from_numpy(spark, b, (13, 36))
+    stats: list = []
+    cfg = CannonConfig(timeout=20, handshake_timeout=5, panels=3, stats=stats)
+    check(cannon_matmul(spark, da, db, trans_b=True, config=cfg), a @ b.T, np.float64)
+    assert {s["panel_stacks"] for s in stats} == {2}
+
+
 def test_chained_products_stay_distributed(spark):
     sa, a = gen((45, 38), 11)
     sb, b = gen((38, 52), 12)

@@ -95,6 +95,18 @@ def read_column_panels(src, rows: tuple[int, int], cols: tuple[int, int], k: int
     return stack
 
 
+def put_piece(block: np.ndarray, r0: int, c0: int, piece: np.ndarray) -> None:
+    """Write ``piece`` at row ``r0``, column ``c0`` of a block, row-major or a stack of column panels."""
+    rows, cols = piece.shape
+    if block.ndim == 2:
+        block[r0 : r0 + rows, c0 : c0 + cols] = piece
+        return
+    w = block.shape[2]
+    for p in range(c0 // w, (c0 + cols - 1) // w + 1):
+        lo, hi = max(c0, p * w), min(c0 + cols, (p + 1) * w)
+        block[p, r0 : r0 + rows, lo - p * w : hi - p * w] = piece[:, lo - c0 : hi - c0]
+
+
 def split_panels(block: np.ndarray, axis: int, k: int) -> list[np.ndarray]:
     """``block`` cut into ``k`` C-contiguous panels along ``axis``: views when the cut runs
     along rows (axis 0) or the block already is a ``(k, rows, cols // k)`` stack of column

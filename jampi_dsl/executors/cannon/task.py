@@ -28,7 +28,7 @@ import numpy as np
 from .channel import BLOCK_HEADER, ChannelError, Credentials, Link, Listener, PeerTimeout, connect
 from .layout import A_SHIFT, A_SKEW, B_SHIFT, B_SKEW, FaultSpec, Geometry
 from .rendezvous import discover
-from .rounds import column_group, column_panel_layouts, read_column_panels, run_rounds
+from .rounds import column_group, column_panel_layouts, put_piece, read_column_panels, run_rounds
 from .util import (
     ERROR_TAG,
     CannonTaskError,
@@ -330,10 +330,12 @@ class TaskRun:
                         (r0, r1), (c0, c1), out=np.empty(shape, self.dtype)
                     )
             elif feed.kind == "pieces":
-                buf = np.zeros(shape, self.dtype)
+                stack = panels.get(operand)
+                k = stack[2] if stack is not None else 1
+                buf = np.zeros((k, shape[0], shape[1] // k) if k > 1 else shape, self.dtype)
                 for op, pr, pc, piece in pieces:
                     if op == operand:
-                        buf[pr : pr + piece.shape[0], pc : pc + piece.shape[1]] = piece
+                        put_piece(buf, pr, pc, piece)
                 blocks[operand] = buf
             else:
                 key, arr = element if feed.slot is None else element[feed.slot]
