@@ -558,14 +558,15 @@ def test_pair_reader_cuts_only_the_slot_asked_for():
     np.testing.assert_array_equal(got_b, _stack(b, 3))
 
 
-@pytest.mark.parametrize("tb", [False, True])
-def test_cached_operands_arrive_as_column_panels(spark, tb):
+@pytest.mark.parametrize("tb, a_dtype", [(False, np.float64), (True, np.float64), (False, np.float32)])
+def test_cached_operands_arrive_as_column_panels(spark, tb, a_dtype):
     """Placed (cached) blocks whose panels are column slices (A; B when transposed) are read
-    straight into panel stacks, with no copy in the task, and the product is unchanged."""
-    _, a = gen((40, 48), 31)
+    straight into panel stacks, with no copy in the task, and the product is unchanged
+    (a float32 A is promoted stack and all)."""
+    _, a = gen((40, 48), 31, a_dtype)
     _, b = gen((36, 48) if tb else (48, 36), 32)
     bb = b.shape[0] // 2, b.shape[1] // 2
-    da = DistMatrix.from_numpy(spark, a, (20, 24)).materialize()
+    da = DistMatrix.from_numpy(spark, a.astype(a_dtype), (20, 24)).materialize()
     db = DistMatrix.from_numpy(spark, b, bb).materialize()
     stats: list = []
     cfg = CannonConfig(timeout=20, handshake_timeout=5, panels=4, stats=stats)
