@@ -594,3 +594,18 @@ def test_sources_are_read_as_column_panels(spark, tmp_path):
         want = generate("uniform", (8, cols), np.float64, seed=4) @ generate("normal", (cols, 8), np.float64, seed=5)
         check(got, want, np.float64)
         assert {s["panel_stacks"] for s in stats} == {stacked}, (cols, panels)
+
+
+def _frozen_objects(_):
+    import gc
+
+    yield gc.get_freeze_count()
+
+
+def test_cannon_tasks_freeze_the_worker_heap(spark):
+    """After a Cannon stage its workers have frozen their long-lived objects, so PySpark's
+    gc.collect() after each task no longer rescans every module of the worker."""
+    sa, a = gen((40, 40), 35)
+    check(cannon_matmul(spark, sa, sa, config=FAST), a @ a, np.float64)
+    frozen = spark.sparkContext.parallelize(range(16), 16).mapPartitions(_frozen_objects).collect()
+    assert max(frozen) > 10_000  # at least one probe ran in a worker that ran a Cannon task

@@ -17,6 +17,7 @@ Order of work, chosen so the waits overlap with arithmetic:
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -415,6 +416,21 @@ def _pwrite_all(fd: int, arr: np.ndarray, offset: int) -> None:
         view, offset = view[done:], offset + done
 
 
+_FROZEN = False
+
+
+def _freeze_worker_heap() -> None:
+    """PySpark's daemon runs a full ``gc.collect()`` in a reused worker after every task,
+    while the stage's other tasks still compute (~0.1 s of CPU each at n=4096). Freezing
+    what the worker holds at its first Cannon task (modules, mostly, which live as long
+    as it does) leaves those collections only the objects made since. Once per worker:
+    refreezing every task would also pin each task's short-lived cycles for good."""
+    global _FROZEN
+    if not _FROZEN:
+        gc.freeze()
+        _FROZEN = True
+
+
 def run_task(spec: TaskSpec, iterator):
     """The barrier task body (a generator: it yields this task's C block, or nothing)."""
     from pyspark import BarrierTaskContext
@@ -424,6 +440,7 @@ def run_task(spec: TaskSpec, iterator):
     start = time.perf_counter()
     run.stats["started_at"] = time.time()  # wall clock: the driver compares it with its submit time
     run.fault("start")
+    _freeze_worker_heap()
     trim_heap()
     measured = reset_peak_rss()
     run.stats["rss_start"] = current_rss()
