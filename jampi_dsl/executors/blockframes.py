@@ -164,8 +164,7 @@ class RawBlockSerializer(Serializer):
     """
 
     def __init__(self, panels: tuple[int, int, int] | None = None):
-        if panels is not None:
-            self.panels = tuple(panels)
+        self.panels = None if panels is None else tuple(panels)
 
     def dump_stream(self, iterator, stream):
         for key, arr in iterator:
@@ -188,8 +187,7 @@ class RawBlockSerializer(Serializer):
                     stream.write(part)
 
     def load_stream(self, stream):
-        panels = getattr(self, "panels", None)
-        while (head := _read_header(stream, at_start=True, panels=panels)) is not None:
+        while (head := _read_header(stream, at_start=True, panels=self.panels)) is not None:
             for index in range(FRAMES):
                 _read_frame(stream, head, index)
             yield head[0], head[1]
@@ -204,13 +202,11 @@ class RawPairDeserializer(Serializer):
     """
 
     def __init__(self, panels: tuple = (None, None)):
-        if any(p is not None for p in panels):
-            self.panels = tuple(panels)
+        self.panels = tuple(panels)
 
     def load_stream(self, stream):
-        panels = getattr(self, "panels", (None, None))
-        while (first := _read_header(stream, at_start=True, panels=panels[0])) is not None:
-            second = _read_header(stream, at_start=False, panels=panels[1])
+        while (first := _read_header(stream, at_start=True, panels=self.panels[0])) is not None:
+            second = _read_header(stream, at_start=False, panels=self.panels[1])
             for index in range(FRAMES):
                 _read_frame(stream, first, index)
                 _read_frame(stream, second, index)

@@ -89,9 +89,7 @@ def read_column_panels(src, rows: tuple[int, int], cols: tuple[int, int], k: int
         if group == 1:
             src.region((r0, r1), span, out=stack[p])
             continue
-        part = src.region((r0, r1), span)
-        for i in range(group):
-            stack[p + i] = part[:, i * w : (i + 1) * w]
+        put_piece(stack, 0, p * w, src.region((r0, r1), span))
     return stack
 
 

@@ -332,8 +332,7 @@ class TaskRun:
                     )
             elif feed.kind == "pieces":
                 stack = panels.get(operand)
-                k = stack[2] if stack is not None else 1
-                buf = np.zeros((k, shape[0], shape[1] // k) if k > 1 else shape, self.dtype)
+                buf = np.zeros((stack[2], shape[0], shape[1] // stack[2]) if stack else shape, self.dtype)
                 for op, pr, pc, piece in pieces:
                     if op == operand:
                         put_piece(buf, pr, pc, piece)

@@ -287,7 +287,6 @@ def local_pass(
     return run
 
 
-
 def run_local_passes(program: Program, passes: list[Callable[[Program], Program]]) -> Program:
     """Consecutive local passes in one bottom-up traversal. Each node sees its
     children after all of the passes, so the result is at least as simplified
