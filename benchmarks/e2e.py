@@ -18,6 +18,7 @@ the same code in this process on the Spark session that is already up (the CI sm
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -129,6 +130,14 @@ class TimedOut(Exception):
     """A cold run that was still going after its time limit (it was killed, with its JVM)."""
 
 
+class ChildFailed(Exception):
+    """A cold run that exited non-zero: how long it ran and the error that ended it."""
+
+    def __init__(self, code: int, elapsed: float, reason: str):
+        super().__init__(f"exited {code} after {elapsed:.0f} s: {reason}")
+        self.elapsed = elapsed
+
+
 def _cold_once(argv: list[str], log_path: str, limit: float | None = None) -> tuple[float, TreeRss]:
     with open(log_path, "ab") as log:
         log.write(f"$ {' '.join(argv)}\n".encode())
@@ -151,10 +160,26 @@ def _cold_once(argv: list[str], log_path: str, limit: float | None = None) -> tu
         elapsed = time.perf_counter() - t0
     if code != 0:
         with open(log_path, errors="replace") as fh:
-            tail = fh.read()[-1500:]
-        last = tail.strip().splitlines()[-1] if tail.strip() else ""
-        raise RuntimeError(f"exited {code} after {elapsed:.0f} s: {last}")
+            this_run = fh.read().rsplit("\n$ ", 1)[-1]
+        raise ChildFailed(code, elapsed, failure_reason(this_run))
     return elapsed, rss
+
+
+# Errors that only report another one: a py4j wrapper, a cancelled job, a daemon's broken pipe.
+_ECHOES = re.compile(r"Py4JJavaError|BrokenPipeError|SparkException: Job \d+ cancelled|^Traceback")
+_ERROR_LINE = re.compile(r"^(?:[\w$]+\.)*[\w$]*(?:Error|Exception)\b")
+
+
+def failure_reason(log: str) -> str:
+    """The error that ended a child, not the last line it printed (a Java stack frame, or
+    py4j's wrapper): the first error line that is not an echo, with its first stack frame."""
+    lines = [line.strip() for line in log.splitlines()]
+    for i, line in enumerate(lines):
+        if not _ERROR_LINE.match(line) or _ECHOES.search(line):
+            continue
+        frame = next((f for f in lines[i + 1 : i + 4] if f.startswith("at ")), "")
+        return f"{line} ({frame})" if frame else line
+    return next((line for line in reversed(lines) if line), "")
 
 
 def _kill_group(child: subprocess.Popen) -> None:
@@ -197,6 +222,10 @@ def run_e2e(case, system: str, mode: str, reps: int, warmup: bool, paths: dict[s
             except TimedOut as exc:
                 cleanup()
                 rec.status, rec.note, rec.extra["limit"] = "timeout", str(exc), limit
+                return rec
+            except ChildFailed as exc:
+                cleanup()
+                rec.status, rec.note, rec.extra["failed_after"] = "failed", str(exc), round(exc.elapsed, 1)
                 return rec
             times.append(elapsed)
             peak, base, worker = max(peak, rss.peak), rss.base, max(worker, rss.worker_peak)

@@ -117,6 +117,36 @@ def test_cold_end_to_end_paths(measured, tmp_path):
     ]
 
 
+def test_a_failed_cold_run_reports_its_cause_and_a_lower_bound(tmp_path):
+    """A child that dies is recorded with the error that ended it (not its last stack line)
+    and how long it ran; the targets table turns that time into a lower bound on the ratio."""
+    log = tmp_path / "child.log"
+    script = (
+        "import sys; print('java.lang.OutOfMemoryError: Java heap space', file=sys.stderr); "
+        "print('\\tat org.example.Grow.zeros(Grow.java:1)', file=sys.stderr); "
+        "print('\\tat org.apache.spark.scheduler.Task.run(Task.scala:147)', file=sys.stderr); sys.exit(3)"
+    )
+    with pytest.raises(e2e.ChildFailed) as failed:
+        e2e._cold_once([sys.executable, "-c", script], str(log))
+    assert str(failed.value).startswith("exited 3 after ")
+    assert "OutOfMemoryError: Java heap space (at org.example.Grow.zeros" in str(failed.value)
+    py4j = "Traceback (most recent call last):\npy4j.protocol.Py4JJavaError: An error\nValueError: bad\n"
+    assert e2e.failure_reason(py4j) == "ValueError: bad"
+
+    jampi = Record("e2e-jampi", 8192, "float64", variant="cold")
+    jampi.seconds, jampi.correct = 20.0, True
+    mllib = Record("e2e-mllib", 8192, "float64", status="failed", variant="cold", note="exited 1 after 500 s: OOM")
+    rows = [r for r in report.targets(report.Index([jampi, mllib])) if "n=8192: `jampi run`" in r]
+    assert rows and "did not finish" in rows[0] and "lower bound" not in rows[0]  # no time: no bound
+    mllib.extra["failed_after"] = 500.0
+    rows = [r for r in report.targets(report.Index([jampi, mllib])) if "n=8192: `jampi run`" in r]
+    assert "≥ 25.0×" in rows[0] and rows[0].endswith("**met** (lower bound) |")
+    assert report._cell(report.Index([mllib]), "e2e-mllib", 8192, "float64", None) == "failed after 500 s"
+    mllib.extra["failed_after"] = 60.0  # failed early: 3× proves nothing about 5×
+    rows = [r for r in report.targets(report.Index([jampi, mllib])) if "n=8192: `jampi run`" in r]
+    assert "≥ 3.0×" in rows[0] and rows[0].endswith("did not finish |")
+
+
 def test_model_matches_mllib_replication():
     from benchmarks.model import _grid, mllib_shuffle_bytes
 
