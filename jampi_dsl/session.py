@@ -180,22 +180,71 @@ def get_spark(master: str | None = None, conf: dict[str, str] | None = None):
     if _is_loopback_master(master_url):
         os.environ.setdefault("SPARK_LOCAL_IP", _LOOPBACK)
 
+    spark = _start(settings, _with_jvm_archive(settings))
+    spark.sparkContext.setLogLevel("ERROR")
+    _owned = spark
+    return spark
+
+
+def _start(settings: dict[str, str], archive):
+    try:
+        return _build(settings)
+    except Exception as exc:  # PySpark raises several types here; the first line says what went wrong
+        if archive is None or archive.recording is not None:
+            raise _start_error(settings, exc) from exc
+        # A JVM that cannot map its class archive (damaged, say) must not stop jampi: start without it.
+        log.warning("the JVM did not start with its class archive %s; starting without it", archive.path)
+        archive.discard()
+        settings["spark.driver.extraJavaOptions"] = _without_archive(settings["spark.driver.extraJavaOptions"])
+    try:
+        return _build(settings)
+    except Exception as exc:
+        raise _start_error(settings, exc) from exc
+
+
+def _start_error(settings: dict[str, str], exc: Exception) -> ExecutionError:
+    first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return ExecutionError(f"could not start Spark with master {settings['spark.master']}: {first.strip()}")
+
+
+def _build(settings: dict[str, str]):
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
-    try:
-        with warnings.catch_warnings():
-            # PySpark warns about the pandas version on every start; jampi does not use pandas-on-Spark.
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark\..*")
-            spark = builder.getOrCreate()
-    except Exception as exc:  # PySpark raises several types here; the first line says what went wrong
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ExecutionError(f"could not start Spark with master {master_url}: {first.strip()}") from exc
-    spark.sparkContext.setLogLevel("ERROR")
-    _owned = spark
-    return spark
+    with warnings.catch_warnings():
+        # PySpark warns about the pandas version on every start; jampi does not use pandas-on-Spark.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark\..*")
+        return builder.getOrCreate()
+
+
+_ARCHIVE_FLAGS = re.compile(r"\s*-XX:(?:SharedArchiveFile|ArchiveClassesAtExit)=\S+|\s*-Xlog:cds\S*")
+
+
+def _without_archive(options: str) -> str:
+    return _ARCHIVE_FLAGS.sub("", options).strip()
+
+
+def _with_jvm_archive(settings: dict[str, str]):
+    """Add the class-data-sharing archive to the driver JVM's options (see jvm_archive.py).
+
+    Only when this process launches the JVM now, and the user has not set CDS options."""
+    from pyspark import SparkContext
+
+    from . import jvm_archive
+
+    options = settings.get("spark.driver.extraJavaOptions", "")
+    if not jvm_archive.enabled() or SparkContext._gateway is not None or jvm_archive.user_has_cds(options):
+        return None
+    archive = jvm_archive.Archive()
+    extra = archive.java_options()
+    if not extra:
+        return None
+    settings["spark.driver.extraJavaOptions"] = f"{options} {extra}".strip()
+    if archive.recording is not None:
+        jvm_archive.finish_at_exit(archive, SparkContext)
+    return archive
 
 
 def _require_classic(spark) -> None:

@@ -1,0 +1,134 @@
+"""The driver JVM's class-data-sharing archive: recorded once, checked, mapped, never fatal."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from jampi_dsl import jvm_archive
+from jampi_dsl.session import _without_archive
+
+JAVA = shutil.which("java")
+needs_java = pytest.mark.skipif(JAVA is None, reason="no java on PATH")
+
+
+def _record_tiny_archive(path: str) -> subprocess.Popen:
+    """A real dynamic archive in a second: a JVM that prints its version and dumps at exit."""
+    proc = subprocess.Popen([JAVA, f"-XX:ArchiveClassesAtExit={path}", "-Xlog:cds=off", "-Xlog:cds+dynamic=off",
+                             "-cp", ".", "-version"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc.wait(timeout=60)
+    return proc
+
+
+@needs_java
+def test_a_recording_is_kept_only_when_a_jvm_can_map_it(tmp_path):
+    archive = jvm_archive.Archive(str(tmp_path))
+    assert archive.java_options().startswith(f"-XX:ArchiveClassesAtExit={archive.recording} ")
+    assert open(archive.lock).read() == str(os.getpid())
+    jvm = _record_tiny_archive(archive.recording)
+    assert os.path.getsize(archive.recording) > 0
+    assert jvm_archive.settle(jvm.pid, archive.recording, archive.path, archive.lock, JAVA, ".")
+    assert os.path.exists(archive.path) and not os.path.exists(archive.lock)
+    assert not os.path.exists(archive.recording)
+    # Now every start maps it, quietly (CDS messages would land in a program's stdout).
+    assert jvm_archive.Archive(str(tmp_path)).java_options() == (
+        f"-XX:SharedArchiveFile={archive.path} -Xlog:cds=off -Xlog:cds+dynamic=off"
+    )
+
+    # A cut-short recording (the JVM killed while dumping) would crash every JVM mapping it.
+    cut = str(tmp_path / "cut.jsa")
+    with open(archive.path, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read()[: os.path.getsize(archive.path) // 2])
+    crashed = subprocess.run([JAVA, f"-XX:SharedArchiveFile={cut}", "-XX:ErrorFile=/dev/null", "-cp", ".",
+                              "-version"], capture_output=True, cwd=tmp_path)
+    assert crashed.returncode != 0
+    lock = str(tmp_path / "other.recording")
+    open(lock, "w").close()
+    final = str(tmp_path / "other.jsa")
+    assert not jvm_archive.settle(jvm.pid, cut, final, lock, JAVA, ".")
+    assert not os.path.exists(final) and not os.path.exists(cut) and not os.path.exists(lock)
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("hs_err")]
+
+
+def test_one_recorder_at_a_time_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    first = jvm_archive.Archive(str(tmp_path))
+    with open(first.lock, "w") as fh:
+        fh.write(str(os.getppid()))  # a live process records: the others start without recording
+    second = jvm_archive.Archive(str(tmp_path))
+    assert second.java_options() == "" and second.recording is None
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with open(first.lock, "w") as fh:
+        fh.write(str(dead.pid))
+    leftover = f"{first.path}.{dead.pid}.tmp"
+    open(leftover, "w").close()
+    third = jvm_archive.Archive(str(tmp_path))
+    assert third.java_options().startswith("-XX:ArchiveClassesAtExit=")
+    assert open(third.lock).read() == str(os.getpid()) and not os.path.exists(leftover)
+    third.discard()
+    assert not os.path.exists(third.lock)
+
+
+def test_switches_and_the_users_own_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAMPI_CACHE_DIR", str(tmp_path))
+    assert jvm_archive.cache_dir() == str(tmp_path / "jvm")
+    for off in ("0", "off", "false"):
+        monkeypatch.setenv("JAMPI_JVM_ARCHIVE", off)
+        assert not jvm_archive.enabled()
+    monkeypatch.delenv("JAMPI_JVM_ARCHIVE")
+    assert jvm_archive.enabled()
+    assert jvm_archive.user_has_cds("-Xmx2g -XX:SharedArchiveFile=/x.jsa")
+    assert not jvm_archive.user_has_cds("-Dlog4j2.configurationFile=file:/tmp/l.properties")
+    options = "-Dlog4j2.configurationFile=file:/l -XX:SharedArchiveFile=/c/a.jsa -Xlog:cds=off -Xlog:cds+dynamic=off"
+    assert _without_archive(options) == "-Dlog4j2.configurationFile=file:/l"
+
+
+_START = """
+import os, sys
+from jampi_dsl.session import get_spark
+spark = get_spark()
+assert spark.sparkContext.parallelize(range(8), 4).sum() == 28
+from pyspark import SparkContext
+maps = open(f"/proc/{SparkContext._gateway.proc.pid}/maps").read()
+print("MAPPED" if os.environ["JAMPI_CACHE_DIR"] in maps else "NOT MAPPED", flush=True)  # not the JDK's own
+"""
+
+
+@needs_java
+def test_spark_records_maps_and_survives_a_damaged_archive(tmp_path):
+    """The whole path on real Spark: the first start records, the next maps the archive, and a
+    damaged archive (which crashes the JVM) is dropped and Spark starts without it."""
+    env = {**os.environ, "JAMPI_CACHE_DIR": str(tmp_path), "JAMPI_JVM_ARCHIVE": "1"}
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+
+    def start() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _START], env=env, capture_output=True, text=True,
+                              timeout=240, cwd=tmp_path)
+
+    first = start()
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "NOT MAPPED" in first.stdout and "cds" not in first.stdout
+    folder = tmp_path / "jvm"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list(folder.glob("*.jsa")):
+        time.sleep(0.5)  # the watcher keeps the archive once the JVM has dumped it and exited
+    kept = list(folder.glob("*.jsa"))
+    assert len(kept) == 1 and not list(folder.glob("*.recording")) and not list(folder.glob("*.tmp"))
+
+    second = start()
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "MAPPED" in second.stdout and "NOT" not in second.stdout
+
+    with open(kept[0], "r+b") as fh:
+        fh.truncate(os.path.getsize(kept[0]) // 2)
+    third = start()
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "starting without it" in third.stderr and "NOT MAPPED" in third.stdout
+    assert not kept[0].exists()
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("hs_err")]
