@@ -112,11 +112,15 @@ class Archive:
                         pid = int(fh.read().strip() or 0)
                 except (OSError, ValueError):
                     pid = 0
-                if pid and _alive(pid):
+                if pid and _alive(pid) or not pid and _age(self.lock) < 10:  # not yet written
                     return False
+                # No recorder is alive: its half-written file (named after the process that
+                # started the JVM, not the watcher whose pid the lock may hold) is garbage.
                 _remove(self.lock)
-                if pid:
-                    _remove(f"{self.path}.{pid}.tmp")
+                prefix = os.path.basename(self.path) + "."
+                for name in os.listdir(self.folder):
+                    if name.startswith(prefix) and name.endswith(".tmp"):
+                        _remove(os.path.join(self.folder, name))
                 continue
             except OSError:
                 return False
@@ -130,7 +134,11 @@ class Archive:
 
         A JVM that crashed on the archive left an ``hs_err_pid*.log`` in the working
         directory; those that name this archive go too (it is jampi's mess, not the user's)."""
-        for name in os.listdir("."):
+        try:
+            names = os.listdir(".")
+        except OSError:
+            names = []
+        for name in names:
             if name.startswith("hs_err_pid") and name.endswith(".log"):
                 try:
                     with open(name, errors="replace") as fh:
@@ -160,6 +168,13 @@ def _valid(java: str, classpath: str, archive: str) -> bool:
             if name.startswith("hs_err_check_"):
                 _remove(os.path.join(folder, name))
     return done.returncode == 0
+
+
+def _age(path: str) -> float:
+    try:
+        return time.time() - os.path.getmtime(path)
+    except OSError:
+        return float("inf")
 
 
 def _remove(path: str) -> None:

@@ -66,13 +66,19 @@ def test_one_recorder_at_a_time_and_a_dead_ones_lock_is_taken_over(tmp_path):
     dead.wait()
     with open(first.lock, "w") as fh:
         fh.write(str(dead.pid))
-    leftover = f"{first.path}.{dead.pid}.tmp"
+    leftover = f"{first.path}.12345.tmp"  # named after the process that started the dead recording
     open(leftover, "w").close()
     third = jvm_archive.Archive(str(tmp_path))
     assert third.java_options().startswith("-XX:ArchiveClassesAtExit=")
     assert open(third.lock).read() == str(os.getpid()) and not os.path.exists(leftover)
     third.discard()
-    assert not os.path.exists(third.lock)
+    open(third.lock, "w").close()  # created an instant ago, its pid not yet written: still taken
+    assert jvm_archive.Archive(str(tmp_path)).java_options() == ""
+    os.utime(third.lock, (time.time() - 60, time.time() - 60))
+    fourth = jvm_archive.Archive(str(tmp_path))
+    assert fourth.java_options().startswith("-XX:ArchiveClassesAtExit=")
+    fourth.discard()
+    assert not os.path.exists(fourth.lock)
 
 
 def test_switches_and_the_users_own_options(tmp_path, monkeypatch):
