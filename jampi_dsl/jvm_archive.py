@@ -129,8 +129,14 @@ class Archive:
             return True
         return False
 
+    def abandon_recording(self) -> None:
+        if self.recording is not None:
+            _remove(self.recording)
+            _remove(self.lock)
+            self.recording = None
+
     def discard(self) -> None:
-        """Drop an archive the JVM could not start with, and any recording in progress.
+        """Drop an archive the JVM could not start with.
 
         A JVM that crashed on the archive left an ``hs_err_pid*.log`` in the working
         directory; those that name this archive go too (it is jampi's mess, not the user's)."""
@@ -148,10 +154,6 @@ class Archive:
                 if ours:
                     _remove(name)
         _remove(self.path)
-        if self.recording is not None:
-            _remove(self.recording)
-            _remove(self.lock)
-            self.recording = None
 
 
 def _valid(java: str, classpath: str, archive: str) -> bool:
@@ -195,7 +197,7 @@ def finish_at_exit(archive: Archive, spark_context_class) -> None:
         gateway = getattr(spark_context_class, "_gateway", None)
         proc = getattr(gateway, "proc", None)
         if proc is None or archive.recording is None or proc.poll() is not None:
-            archive.discard()
+            archive.abandon_recording()
             return
         try:
             system = gateway.jvm.System
@@ -215,7 +217,7 @@ def finish_at_exit(archive: Archive, spark_context_class) -> None:
             proc.stdin.close()  # Spark's gateway exits on EOF; the JVM dumps as it exits
         except Exception as exc:  # noqa: BLE001 - no archive this time; the next start records again
             log.debug("no JVM archive recorded: %s", exc)
-            archive.discard()
+            archive.abandon_recording()
 
     atexit.register(finish)
 

@@ -71,13 +71,13 @@ def test_one_recorder_at_a_time_and_a_dead_ones_lock_is_taken_over(tmp_path):
     third = jvm_archive.Archive(str(tmp_path))
     assert third.java_options().startswith("-XX:ArchiveClassesAtExit=")
     assert open(third.lock).read() == str(os.getpid()) and not os.path.exists(leftover)
-    third.discard()
+    third.abandon_recording()
     open(third.lock, "w").close()  # created an instant ago, its pid not yet written: still taken
     assert jvm_archive.Archive(str(tmp_path)).java_options() == ""
     os.utime(third.lock, (time.time() - 60, time.time() - 60))
     fourth = jvm_archive.Archive(str(tmp_path))
     assert fourth.java_options().startswith("-XX:ArchiveClassesAtExit=")
-    fourth.discard()
+    fourth.abandon_recording()
     assert not os.path.exists(fourth.lock)
 
 
