@@ -190,7 +190,7 @@ def _start(settings: dict[str, str], archive):
     try:
         return _build(settings)
     except Exception as exc:  # PySpark raises several types here; the first line says what went wrong
-        if archive is None or archive.recording is not None:
+        if archive is None or archive.recording is not None or not _jvm_exited(exc):
             raise _start_error(settings, exc) from exc
         # A JVM that cannot map its class archive (damaged, say) must not stop jampi: start without it.
         log.warning("the JVM did not start with its class archive %s; starting without it", archive.path)
@@ -200,6 +200,12 @@ def _start(settings: dict[str, str], archive):
         return _build(settings)
     except Exception as exc:
         raise _start_error(settings, exc) from exc
+
+
+def _jvm_exited(exc: Exception) -> bool:
+    """The driver JVM died before it was up (what a damaged archive does), not a later error."""
+    condition = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)
+    return callable(condition) and condition() == "JAVA_GATEWAY_EXITED"
 
 
 def _start_error(settings: dict[str, str], exc: Exception) -> ExecutionError:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from jampi_dsl import jvm_archive
-from jampi_dsl.session import _without_archive
+from jampi_dsl.session import _jvm_exited, _without_archive
 
 JAVA = shutil.which("java")
 needs_java = pytest.mark.skipif(JAVA is None, reason="no java on PATH")
@@ -93,6 +93,11 @@ def test_switches_and_the_users_own_options(tmp_path, monkeypatch):
     assert not jvm_archive.user_has_cds("-Dlog4j2.configurationFile=file:/tmp/l.properties")
     options = "-Dlog4j2.configurationFile=file:/l -XX:SharedArchiveFile=/c/a.jsa -Xlog:cds=off -Xlog:cds+dynamic=off"
     assert _without_archive(options) == "-Dlog4j2.configurationFile=file:/l"
+    # Only a JVM that died on the way up is retried without the archive; a later error is not its fault.
+    from pyspark.errors import PySparkRuntimeError
+
+    assert _jvm_exited(PySparkRuntimeError(errorClass="JAVA_GATEWAY_EXITED", messageParameters={}))
+    assert not _jvm_exited(ValueError("Could not parse Master URL: 'bogus'"))
 
 
 _START = """
