@@ -40,9 +40,10 @@ def spark_is_active() -> bool:
 
     if "pyspark" not in sys.modules:  # nothing can be running: don't pay for importing pyspark
         return False
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    return SparkSession.getActiveSession() is not None
+    return SparkSession.getActiveSession() is not None or SparkContext._active_spark_context is not None
 
 
 def resources_for(master: str | None, conf: dict[str, str] | None, *, start: bool = False) -> Resources:
@@ -50,9 +51,9 @@ def resources_for(master: str | None, conf: dict[str, str] | None, *, start: boo
     (or a session that is already running, e.g. under spark-submit) is asked."""
     if not start and _is_local_master(master) and not spark_is_active():
         return Resources.for_master(master, conf)
-    from .session import get_spark, resources_from_spark
+    from .session import resources_from_spark, spark_for_plans
 
-    return resources_from_spark(get_spark(master, conf)).with_conf(conf)
+    return resources_from_spark(spark_for_plans(master, conf)).with_conf(conf)
 
 
 def plan_program(program: Program, resources: Resources | None = None, executor: str = "auto") -> PhysicalPlan:
@@ -335,8 +336,13 @@ class Session:
 
         return get_spark(self.master, self.conf)
 
+    def _spark_for_plans(self):
+        from .session import spark_for_plans
+
+        return spark_for_plans(self.master, self.conf)
+
     def run_plan(self, plan: PhysicalPlan, on_print=None) -> RunResult:
-        ctx = RunContext(on_print=on_print, spark_factory=self.spark, options=dict(self._ctx_options))
+        ctx = RunContext(on_print=on_print, spark_factory=self._spark_for_plans, options=dict(self._ctx_options))
         return execute(plan, ctx)
 
     def compute(self, *values: _Lazy) -> list[Any]:

@@ -80,9 +80,9 @@ def _plan(args) -> PhysicalPlan:
 
 def _spark_factory(args):
     def start():
-        from .session import get_spark
+        from .session import spark_for_plans
 
-        return get_spark(args.master, _confs(args.confs))
+        return spark_for_plans(args.master, _confs(args.confs))
 
     return start
 

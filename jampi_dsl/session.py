@@ -118,10 +118,44 @@ def session_conf(master: str | None = None, conf: dict[str, str] | None = None) 
     return settings
 
 
+class OwnSession:
+    """The session jampi started: its SparkContext at once, its SparkSession on first use.
+
+    Making the SparkSession costs ~2 s of JVM start-up on the project VM (Spark SQL's
+    classes), and jampi's own plans only need the SparkContext: blocks, barrier stages,
+    broadcasts and MLlib's BlockMatrix are all RDDs. Anything else asked of this object
+    is answered by the real SparkSession, made then.
+    """
+
+    def __init__(self, sc):
+        self.sparkContext = sc
+        self._session = None
+
+    @property
+    def session(self):
+        if self._session is None:
+            from pyspark.sql import SparkSession
+
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark\..*")
+                self._session = SparkSession.builder.getOrCreate()  # wraps the running context
+        return self._session
+
+    def __getattr__(self, name: str):
+        if name in ("sparkContext", "_session"):  # not set yet (mid-construction): no recursion
+            raise AttributeError(name)
+        return getattr(self.session, name)
+
+    def stop(self) -> None:
+        (self._session or self.sparkContext).stop()
+
+
 def _existing_session():
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
+    if _owned is not None and SparkContext._active_spark_context is _owned.sparkContext:
+        return _owned
     active = SparkSession.getActiveSession()
     if active is None and SparkContext._active_spark_context is not None:
         # A context without a session on this thread (made by other code): wrap, don't restart.
@@ -137,6 +171,13 @@ def get_spark(master: str | None = None, conf: dict[str, str] | None = None):
     configuration; only runtime-modifiable keys of ``conf`` are applied to it.
     A session jampi started itself is restarted when another master is asked for.
     """
+    spark = spark_for_plans(master, conf)
+    return spark.session if isinstance(spark, OwnSession) else spark
+
+
+def spark_for_plans(master: str | None = None, conf: dict[str, str] | None = None):
+    """What jampi's plans run on: as :func:`get_spark`, except that a session jampi starts
+    itself is an :class:`OwnSession`, whose SparkSession is made only when asked for."""
     global _owned
     # jampi.* keys tune the planner, not Spark.
     conf = {k: v for k, v in (conf or {}).items() if not str(k).startswith("jampi.")}
@@ -213,16 +254,13 @@ def _start_error(settings: dict[str, str], exc: Exception) -> ExecutionError:
     return ExecutionError(f"could not start Spark with master {settings['spark.master']}: {first.strip()}")
 
 
-def _build(settings: dict[str, str]):
-    from pyspark.sql import SparkSession
+def _build(settings: dict[str, str]) -> OwnSession:
+    from pyspark import SparkConf, SparkContext
 
-    builder = SparkSession.builder
-    for key, value in settings.items():
-        builder = builder.config(key, value)
     with warnings.catch_warnings():
         # PySpark warns about the pandas version on every start; jampi does not use pandas-on-Spark.
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark\..*")
-        return builder.getOrCreate()
+        return OwnSession(SparkContext.getOrCreate(SparkConf().setAll(list(settings.items()))))
 
 
 _ARCHIVE_FLAGS = re.compile(r"\s*-XX:(?:SharedArchiveFile|ArchiveClassesAtExit)=\S+|\s*-Xlog:cds\S*")

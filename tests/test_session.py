@@ -63,3 +63,36 @@ def test_session_reused_and_sized(spark):
     assert sc.getConf().get("spark.driver.bindAddress") == "127.0.0.1"
     # Python workers run this interpreter, not whatever python3 is first on PATH.
     assert set(sc.parallelize(range(8), 4).map(lambda _: __import__("sys").executable).collect()) == {sys.executable}
+
+
+_OWN_SESSION = """
+import numpy as np
+from pyspark import SparkContext
+from pyspark.sql import SparkSession
+import jampi_dsl as jp
+from jampi_dsl import session
+spark = session.spark_for_plans()
+assert isinstance(spark, session.OwnSession) and session.spark_for_plans() is spark
+s = jp.Session(executor="cannon")
+a = np.arange(12.0).reshape(3, 4)
+got = s.compute(s.matrix(a) @ s.matrix(a.T))[0]
+assert np.allclose(got, a @ a.T)
+print("products made a SparkSession:", SparkSession.getActiveSession() is not None)
+real = session.get_spark()
+print("get_spark:", type(real).__name__, real.sparkContext is spark.sparkContext, real is SparkSession.getActiveSession())
+print("sql on the same context:", spark.range(3).count(), spark.session is real)
+session.stop_spark()
+print("stopped:", SparkContext._active_spark_context is None)
+"""
+
+
+def test_jampi_runs_products_without_making_a_sparksession():
+    """A SparkSession costs ~2 s of JVM start-up that Cannon never needs: jampi's own session
+    makes it only when something asks for it, on the same SparkContext."""
+    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_GATEWAY_PORT"}
+    proc = subprocess.run([sys.executable, "-c", _OWN_SESSION], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "products made a SparkSession: False" in proc.stdout
+    assert "get_spark: SparkSession True True" in proc.stdout
+    assert "sql on the same context: 3 True" in proc.stdout and "stopped: True" in proc.stdout
+    assert "FutureWarning" not in proc.stderr

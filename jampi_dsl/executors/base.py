@@ -65,7 +65,7 @@ class RunContext:
     params: dict[str, Any] = field(default_factory=dict)
     outputs: list[OutputValue] = field(default_factory=list)
     on_print: Callable[[str], None] | None = None
-    spark: Any = None  # a SparkSession once some node needs one
+    spark: Any = None  # a SparkSession (or jampi's OwnSession) once some node needs one
     spark_factory: Callable[[], Any] | None = None  # starts (or finds) the session on first use
     blas_threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -75,9 +75,9 @@ class RunContext:
     def get_spark(self) -> Any:
         if self.spark is None:
             if self.spark_factory is None:
-                from ..session import get_spark
+                from ..session import spark_for_plans
 
-                self.spark_factory = get_spark
+                self.spark_factory = spark_for_plans
             self.spark = self.spark_factory()
         return self.spark
 
