@@ -1,6 +1,6 @@
 """A cold ``jampi run`` on Spark with and without the JVM's class archive, interleaved.
 
-    python benchmarks/cold_start.py [--n 4096] [--reps 3]
+    python -m benchmarks.cold_start [--n 4096] [--reps 3]
 
 Each run is a fresh process (``jampi run PROG --executor cannon --quiet``), timed
 from launch to exit: what a user waits for. ``C = A @ B`` on two ``.npy`` files of
@@ -24,8 +24,8 @@ import time
 import numpy as np
 
 from .common import child_env
+from .e2e import PROGRAM, _jampi_argv
 
-PROGRAM = 'A = load("{a}")\nB = load("{b}")\nC = A @ B\nsave(C, "{c}")\n'
 PHASES = """
 import time
 t0 = time.perf_counter()
@@ -45,11 +45,6 @@ sc.parallelize(range(4), 4).count()
 t4 = time.perf_counter()
 print(f"{t1 - t0:.2f} {t2 - t1:.2f} {t3 - t2:.2f} {t4 - t3:.2f}")
 """
-
-
-def _jampi() -> list[str]:
-    exe = os.path.join(os.path.dirname(sys.executable), "jampi")
-    return [exe] if os.access(exe, os.X_OK) else [sys.executable, "-m", "jampi_dsl"]
 
 
 def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -76,7 +71,7 @@ def main() -> None:
         cache = os.path.join(folder, "cache")
         env_on = {**child_env(), "JAMPI_CACHE_DIR": cache, "JAMPI_JVM_ARCHIVE": "1"}
         env_off = {**env_on, "JAMPI_JVM_ARCHIVE": "0"}
-        run = [*_jampi(), "run", prog, "--executor", "cannon", "--quiet"]
+        run = [*_jampi_argv(), "run", prog, "--executor", "cannon", "--quiet"]
         first, _ = timed_run(run, env_on)
         deadline = time.monotonic() + 300
         while not glob.glob(os.path.join(cache, "jvm", "*.jsa")) and time.monotonic() < deadline:
