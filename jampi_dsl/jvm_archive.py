@@ -45,14 +45,10 @@ def cache_dir() -> str:
     return os.path.join(base, "jvm")
 
 
-def _key() -> str:
-    """What the archive depends on: the JDK found the way spark-class finds it, and Spark's jars."""
-    import shutil
-
+def _key(java: str) -> str:
+    """What the archive depends on: the JDK Spark launches, and Spark's jars."""
     import pyspark
 
-    home = os.environ.get("JAVA_HOME")
-    java = os.path.join(home, "bin", "java") if home else shutil.which("java") or "java"
     parts = [pyspark.__version__, os.path.realpath(java)]
     try:
         st = os.stat(os.path.realpath(java))
@@ -81,21 +77,23 @@ def _alive(pid: int) -> bool:
 class Archive:
     """The archive for this JDK and these jars: used if there, else recorded by one process."""
 
-    def __init__(self, folder: str | None = None):
+    def __init__(self, java: str, folder: str | None = None):
+        """``java``: the executable Spark launches (session's ``_check_java`` finds it)."""
         self.folder = folder or cache_dir()
-        key = _key()
+        key = _key(java)
         self.path = os.path.join(self.folder, f"spark-{key}.jsa")
         self.lock = os.path.join(self.folder, f"spark-{key}.recording")
         self.recording: str | None = None  # the file this process's JVM writes at exit
+        self.options = ""  # what java_options() gave the JVM
 
     def java_options(self) -> str:
         """Options for the driver JVM about to start ("" when there is nothing to do)."""
         if os.path.exists(self.path):
-            return f"-XX:SharedArchiveFile={self.path} {_QUIET}"
-        if not self._take_lock():
-            return ""
-        self.recording = f"{self.path}.{os.getpid()}.tmp"
-        return f"-XX:ArchiveClassesAtExit={self.recording} {_QUIET}"
+            self.options = f"-XX:SharedArchiveFile={self.path} {_QUIET}"
+        elif self._take_lock():
+            self.recording = f"{self.path}.{os.getpid()}.tmp"
+            self.options = f"-XX:ArchiveClassesAtExit={self.recording} {_QUIET}"
+        return self.options
 
     def _take_lock(self) -> bool:
         """One recorder at a time; a lock whose process died is taken over."""

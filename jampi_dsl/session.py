@@ -8,6 +8,7 @@ workers running this very interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -86,14 +87,19 @@ def _log4j2_file() -> str:
     return path
 
 
-def _check_java() -> None:
-    """Fail with one line before PySpark tries (and prints a page) to launch a JVM."""
+def _check_java() -> str:
+    """The ``java`` Spark will launch (found as spark-class finds it); fails with one line
+    before PySpark tries (and prints a page) to launch a JVM."""
     home = os.environ.get("JAVA_HOME")
     if home:
-        if not os.access(os.path.join(home, "bin", "java"), os.X_OK):
+        java = os.path.join(home, "bin", "java")
+        if not os.access(java, os.X_OK):
             raise ExecutionError(f"Java not found: JAVA_HOME={home} has no bin/java (Spark needs Java 17 or 21)")
-    elif shutil.which("java") is None:
+        return java
+    java = shutil.which("java")
+    if java is None:
         raise ExecutionError("Java not found: install Java 17 or 21, or set JAVA_HOME (Spark needs a JVM)")
+    return java
 
 
 def session_conf(master: str | None = None, conf: dict[str, str] | None = None) -> dict[str, str]:
@@ -136,8 +142,7 @@ class OwnSession:
         if self._session is None:
             from pyspark.sql import SparkSession
 
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark\..*")
+            with _without_pandas_warning():
                 self._session = SparkSession.builder.getOrCreate()  # wraps the running context
         return self._session
 
@@ -208,7 +213,7 @@ def spark_for_plans(master: str | None = None, conf: dict[str, str] | None = Non
             builder = builder.config(key, value)
         return builder.getOrCreate()
 
-    _check_java()
+    java = _check_java()
     settings = session_conf(master, conf)
     master_url = settings["spark.master"]
     if master_url.startswith("local"):
@@ -221,7 +226,7 @@ def spark_for_plans(master: str | None = None, conf: dict[str, str] | None = Non
     if _is_loopback_master(master_url):
         os.environ.setdefault("SPARK_LOCAL_IP", _LOOPBACK)
 
-    spark = _start(settings, _with_jvm_archive(settings))
+    spark = _start(settings, _with_jvm_archive(settings, java))
     spark.sparkContext.setLogLevel("ERROR")
     _owned = spark
     return spark
@@ -236,7 +241,8 @@ def _start(settings: dict[str, str], archive):
         # A JVM that cannot map its class archive (damaged, say) must not stop jampi: start without it.
         log.warning("the JVM did not start with its class archive %s; starting without it", archive.path)
         archive.discard()
-        settings["spark.driver.extraJavaOptions"] = _without_archive(settings["spark.driver.extraJavaOptions"])
+        key = "spark.driver.extraJavaOptions"
+        settings[key] = _without_archive(settings[key], archive.options)
     try:
         return _build(settings)
     except Exception as exc:
@@ -257,20 +263,24 @@ def _start_error(settings: dict[str, str], exc: Exception) -> ExecutionError:
 def _build(settings: dict[str, str]) -> OwnSession:
     from pyspark import SparkConf, SparkContext
 
-    with warnings.catch_warnings():
-        # PySpark warns about the pandas version on every start; jampi does not use pandas-on-Spark.
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark\..*")
+    with _without_pandas_warning():
         return OwnSession(SparkContext.getOrCreate(SparkConf().setAll(list(settings.items()))))
 
 
-_ARCHIVE_FLAGS = re.compile(r"\s*-XX:(?:SharedArchiveFile|ArchiveClassesAtExit)=\S+|\s*-Xlog:cds\S*")
+@contextlib.contextmanager
+def _without_pandas_warning():
+    """PySpark warns about the pandas version on every start; jampi does not use pandas-on-Spark."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark\..*")
+        yield
 
 
-def _without_archive(options: str) -> str:
-    return _ARCHIVE_FLAGS.sub("", options).strip()
+def _without_archive(options: str, added: str) -> str:
+    """``options`` as they were before the archive's ``added`` options were appended to them."""
+    return options[: -len(added)].rstrip() if added and options.endswith(added) else options
 
 
-def _with_jvm_archive(settings: dict[str, str]):
+def _with_jvm_archive(settings: dict[str, str], java: str):
     """Add the class-data-sharing archive to the driver JVM's options (see jvm_archive.py).
 
     Only when this process launches the JVM now, and the user has not set CDS options."""
@@ -281,7 +291,7 @@ def _with_jvm_archive(settings: dict[str, str]):
     options = settings.get("spark.driver.extraJavaOptions", "")
     if not jvm_archive.enabled() or SparkContext._gateway is not None or jvm_archive.user_has_cds(options):
         return None
-    archive = jvm_archive.Archive()
+    archive = jvm_archive.Archive(java)
     extra = archive.java_options()
     if not extra:
         return None

@@ -14,6 +14,7 @@ from jampi_dsl import jvm_archive
 from jampi_dsl.session import _jvm_exited, _without_archive
 
 JAVA = shutil.which("java")
+JAVA_OR_NAME = JAVA or "java"  # the archive's name is keyed on it; these tests need no JVM
 needs_java = pytest.mark.skipif(JAVA is None, reason="no java on PATH")
 
 
@@ -27,7 +28,7 @@ def _record_tiny_archive(path: str) -> subprocess.Popen:
 
 @needs_java
 def test_a_recording_is_kept_only_when_a_jvm_can_map_it(tmp_path):
-    archive = jvm_archive.Archive(str(tmp_path))
+    archive = jvm_archive.Archive(JAVA_OR_NAME, str(tmp_path))
     assert archive.java_options().startswith(f"-XX:ArchiveClassesAtExit={archive.recording} ")
     assert open(archive.lock).read() == str(os.getpid())
     jvm = _record_tiny_archive(archive.recording)
@@ -36,7 +37,7 @@ def test_a_recording_is_kept_only_when_a_jvm_can_map_it(tmp_path):
     assert os.path.exists(archive.path) and not os.path.exists(archive.lock)
     assert not os.path.exists(archive.recording)
     # Now every start maps it, quietly (CDS messages would land in a program's stdout).
-    assert jvm_archive.Archive(str(tmp_path)).java_options() == (
+    assert jvm_archive.Archive(JAVA_OR_NAME, str(tmp_path)).java_options() == (
         f"-XX:SharedArchiveFile={archive.path} -Xlog:cds=off -Xlog:cds+dynamic=off"
     )
 
@@ -56,10 +57,10 @@ def test_a_recording_is_kept_only_when_a_jvm_can_map_it(tmp_path):
 
 
 def test_one_recorder_at_a_time_and_a_dead_ones_lock_is_taken_over(tmp_path):
-    first = jvm_archive.Archive(str(tmp_path))
+    first = jvm_archive.Archive(JAVA_OR_NAME, str(tmp_path))
     with open(first.lock, "w") as fh:
         fh.write(str(os.getppid()))  # a live process records: the others start without recording
-    second = jvm_archive.Archive(str(tmp_path))
+    second = jvm_archive.Archive(JAVA_OR_NAME, str(tmp_path))
     assert second.java_options() == "" and second.recording is None
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -68,14 +69,14 @@ def test_one_recorder_at_a_time_and_a_dead_ones_lock_is_taken_over(tmp_path):
         fh.write(str(dead.pid))
     leftover = f"{first.path}.12345.tmp"  # named after the process that started the dead recording
     open(leftover, "w").close()
-    third = jvm_archive.Archive(str(tmp_path))
+    third = jvm_archive.Archive(JAVA_OR_NAME, str(tmp_path))
     assert third.java_options().startswith("-XX:ArchiveClassesAtExit=")
     assert open(third.lock).read() == str(os.getpid()) and not os.path.exists(leftover)
     third.abandon_recording()
     open(third.lock, "w").close()  # created an instant ago, its pid not yet written: still taken
-    assert jvm_archive.Archive(str(tmp_path)).java_options() == ""
+    assert jvm_archive.Archive(JAVA_OR_NAME, str(tmp_path)).java_options() == ""
     os.utime(third.lock, (time.time() - 60, time.time() - 60))
-    fourth = jvm_archive.Archive(str(tmp_path))
+    fourth = jvm_archive.Archive(JAVA_OR_NAME, str(tmp_path))
     assert fourth.java_options().startswith("-XX:ArchiveClassesAtExit=")
     fourth.abandon_recording()
     assert not os.path.exists(fourth.lock)
@@ -92,7 +93,10 @@ def test_switches_and_the_users_own_options(tmp_path, monkeypatch):
     assert jvm_archive.user_has_cds("-Xmx2g -XX:SharedArchiveFile=/x.jsa")
     assert not jvm_archive.user_has_cds("-Dlog4j2.configurationFile=file:/tmp/l.properties")
     options = "-Dlog4j2.configurationFile=file:/l -XX:SharedArchiveFile=/c/a.jsa -Xlog:cds=off -Xlog:cds+dynamic=off"
-    assert _without_archive(options) == "-Dlog4j2.configurationFile=file:/l"
+    added = "-XX:SharedArchiveFile=/c/a.jsa -Xlog:cds=off -Xlog:cds+dynamic=off"
+    assert _without_archive(options, added) == "-Dlog4j2.configurationFile=file:/l"
+    mine = "-Xlog:cds=info -Dx=1"  # a user's own CDS logging is theirs to keep
+    assert _without_archive(f"{mine} {added}", added) == mine
     # Only a JVM that died on the way up is retried without the archive; a later error is not its fault.
     from pyspark.errors import PySparkRuntimeError
 
