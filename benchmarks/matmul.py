@@ -1,6 +1,7 @@
 """C = A @ B: NumPy vs. jampi's Cannon barrier stage vs. MLlib ``BlockMatrix.multiply``.
 
     python benchmarks/matmul.py [--sizes 2048 4096] [--with-8192] [--reps 3] [--no-mllib]
+                                [--driver-memory 12g]
 
 All three multiply the same float64 matrices (``random(n, n)`` with seeds 1 and 2):
 
@@ -13,7 +14,11 @@ All three multiply the same float64 matrices (``random(n, n)`` with seeds 1 and 
   block sizes n/8, n/4 and n/2 (its best is used for the ratio). The blocks
   are built inside the JVM from the same bytes (one file read per block),
   because PySpark's own NumPy → BlockMatrix conversion is far slower than the
-  product itself.
+  product itself. The JVM gets half the machine's RAM (``--driver-memory``), as
+  the suite gives MLlib: with jampi's default quarter, MLlib's n=8192 product
+  at block 2048 ran out of heap. Cannon's tasks are Python workers and do not
+  use it. A block size that fails is reported as failed, and the best of the
+  others is used.
 
 Every timing is warm (one untimed run first) and the best of ``--reps``.
 Peak RSS per Cannon task is the kernel's high-water mark of the task's Python
@@ -30,6 +35,7 @@ import platform
 import time
 
 import numpy as np
+import psutil
 
 from jampi_dsl.executors.blockgen import generate
 from jampi_dsl.executors.cannon import CannonConfig, cannon_matmul
@@ -79,35 +85,59 @@ def mllib_block_matrix(spark, a: np.ndarray, bs: int):
     return to_block_matrix(spark, a, bs)
 
 
-def run_mllib(spark, a, b, want, n, reps, results):
-    level = spark.sparkContext._jvm.org.apache.spark.storage.StorageLevel.MEMORY_AND_DISK()
+def jvm_alive(spark) -> bool:
+    try:
+        return not spark.sparkContext._jsc.sc().isStopped()
+    except Exception:  # noqa: BLE001 - the gateway itself is gone
+        return False
+
+
+def run_mllib(spark, a, b, want, n, reps, results) -> bool:
+    """MLlib at block sizes n/8, n/4, n/2; False when a failure took the JVM down with it."""
     for bs in (n // 8, n // 4, n // 2):
-        ja = mllib_block_matrix(spark, a, bs)
-        jb = mllib_block_matrix(spark, b, bs)
+        try:
+            results[f"mllib_{bs}"] = mllib_at(spark, a, b, want, bs, reps)
+        except Exception as exc:  # noqa: BLE001 - one block size failing must not lose the run
+            lines = [ln.strip() for ln in str(exc).splitlines()]
+            reason = next((ln for ln in lines if "Error" in ln or "Exception" in ln), type(exc).__name__)
+            results[f"mllib_{bs}"] = None
+            results.setdefault("mllib_failed", []).append(bs)
+            print(f"  MLlib BlockMatrix.multiply, block {bs:5d}: failed ({reason[:120]})", flush=True)
+            if not jvm_alive(spark):
+                print("  the JVM stopped: no further Spark measurement in this run", flush=True)
+                return False
+    return True
 
-        def product(ja=ja, jb=jb):
-            c = ja.multiply(jb)
-            c.blocks().persist(level)
-            c.blocks().count()
-            return c
 
-        def drop(c):
-            c.blocks().unpersist(True)
+def mllib_at(spark, a, b, want, bs, reps) -> float:
+    level = spark.sparkContext._jvm.org.apache.spark.storage.StorageLevel.MEMORY_AND_DISK()
+    ja = mllib_block_matrix(spark, a, bs)
+    jb = mllib_block_matrix(spark, b, bs)
 
+    def product():
+        c = ja.multiply(jb)
+        c.blocks().persist(level)
+        c.blocks().count()
+        return c
+
+    def drop(c):
+        c.blocks().unpersist(True)
+
+    try:
         secs, c = best_of(product, reps, teardown=drop)
         # Spot-check a few entries of one block against NumPy.
         first = c.blocks().first()
         (bi, bj), mat = (first._1()._1(), first._1()._2()), first._2()
         for r, col in ((0, 0), (mat.numRows() - 1, mat.numCols() - 1), (1, mat.numCols() // 2)):
             got, ref = mat.apply(r, col), want[bi * bs + r, bj * bs + col]
-            assert abs(got - ref) <= 1e-9 * abs(ref), (
-                f"MLlib differs from NumPy at {(bi, bj, r, col)}"
-            )
+            assert abs(got - ref) <= 1e-9 * abs(ref), f"MLlib differs from NumPy at {(bi, bj, r, col)}"
         drop(c)
-        ja.blocks().unpersist(True)
-        jb.blocks().unpersist(True)
-        results[f"mllib_{bs}"] = secs
-        print(f"  MLlib BlockMatrix.multiply, block {bs:5d}: {secs:7.2f} s", flush=True)
+    finally:
+        if jvm_alive(spark):
+            ja.blocks().unpersist(True)
+            jb.blocks().unpersist(True)
+    print(f"  MLlib BlockMatrix.multiply, block {bs:5d}: {secs:7.2f} s", flush=True)
+    return secs
 
 
 # --- Cannon -----------------------------------------------------------------------------------
@@ -179,14 +209,20 @@ def main() -> None:
     ap.add_argument("--with-8192", action="store_true", help="add n = 8192")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-mllib", action="store_true")
+    ap.add_argument(
+        "--driver-memory",
+        default=f"{max(2, psutil.virtual_memory().total // 2**31)}g",
+        help="the JVM's heap, which in local mode holds MLlib's blocks and shuffles (default: half the RAM)",
+    )
     args = ap.parse_args()
     sizes = sorted(set(args.sizes + ([8192] if args.with_8192 else [])))
 
-    spark = get_spark()
+    spark = get_spark(conf={"spark.driver.memory": args.driver_memory})
     sc = spark.sparkContext
     print(
         f"# {time.strftime('%Y-%m-%d')}  {platform.node()}  {os.cpu_count()} cores  {sc.master}  "
-        f"slots {task_slots(spark)}  NumPy {np.__version__}  MLlib BLAS: {mllib_blas(spark)}"
+        f"slots {task_slots(spark)}  NumPy {np.__version__}  MLlib BLAS: {mllib_blas(spark)}  "
+        f"driver heap {args.driver_memory}"
     )
     rows = []
     try:
@@ -202,13 +238,15 @@ def main() -> None:
             assert np.allclose(blk, want[:bm, :bn], rtol=1e-10, atol=1e-8 * n), (
                 "Cannon result differs from NumPy"
             )
-            if not args.no_mllib:
-                run_mllib(spark, a, b, want, n, args.reps, res)
             rows.append((n, res))
+            alive = args.no_mllib or run_mllib(spark, a, b, want, n, args.reps, res)
             del a, b, want
             gc.collect()
+            if not alive:
+                break
     finally:
-        stop_spark()
+        if jvm_alive(spark):
+            stop_spark()
 
     print()
     print(
@@ -216,13 +254,14 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for n, r in rows:
-        mll = {k: v for k, v in r.items() if k.startswith("mllib_")}
+        mll = {k: v for k, v in r.items() if k.startswith("mllib_") and isinstance(v, float)}
+        failed = ", ".join(str(bs) for bs in r.get("mllib_failed", []))
         if mll:
             best = min(mll, key=mll.get)
-            mtext = f"{mll[best]:.2f} s ({best.split('_')[1]})"
+            mtext = f"{mll[best]:.2f} s ({best.split('_')[1]})" + (f"; failed at {failed}" if failed else "")
             ratio = f"{mll[best] / r['cannon']:.1f}x"
         else:
-            mtext, ratio = "-", "-"
+            mtext, ratio = (f"failed at {failed}" if failed else "-"), "-"
         print(
             f"| {n} | {r['numpy']:.2f} s | {r['cannon']:.2f} s | {r['cannon'] / r['numpy']:.2f}x | "
             f"{r['cannon_src']:.2f} s | {mtext} | {ratio} | {r['rss'] / MiB:.0f} MiB ({r['budget'] / MiB:.0f}) | "
