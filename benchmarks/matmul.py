@@ -1,7 +1,7 @@
 """C = A @ B: NumPy vs. jampi's Cannon barrier stage vs. MLlib ``BlockMatrix.multiply``.
 
     python benchmarks/matmul.py [--sizes 2048 4096] [--with-8192] [--reps 3] [--no-mllib]
-                                [--driver-memory 12g]
+                                [--driver-memory 12g] [--java-blas-up-to 4096]
 
 All three multiply the same float64 matrices (``random(n, n)`` with seeds 1 and 2):
 
@@ -20,6 +20,13 @@ All three multiply the same float64 matrices (``random(n, n)`` with seeds 1 and 
   use it. A block size that fails is reported as failed, and the best of the
   others is used.
 
+MLlib's speed depends on the BLAS its JVM loads, so it is measured twice:
+with native BLAS (the system's ``libblas.so.3``, e.g. Debian's
+libopenblas0-pthread, forced in this process's JVM) and with Spark's default
+Java BLAS (forced in a child JVM of its own, the suite's ``benchmarks.systems``,
+for n up to ``--java-blas-up-to``: at 8192 one Java-BLAS run takes minutes).
+Without a ``libblas.so.3`` this JVM's MLlib is Java BLAS too, and says so.
+
 Every timing is warm (one untimed run first) and the best of ``--reps``.
 Peak RSS per Cannon task is the kernel's high-water mark of the task's Python
 worker, reset at task start; the budget is 5 blocks + 64 MiB. This is a
@@ -30,8 +37,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -42,6 +52,11 @@ from jampi_dsl.executors.cannon import CannonConfig, cannon_matmul
 from jampi_dsl.executors.distributed import DistMatrix
 from jampi_dsl.executors.sources import GeneratorSource
 from jampi_dsl.session import get_spark, stop_spark, task_slots
+
+if not __package__:  # run as a script: the suite's modules are imported from the checkout
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import mllib_blas, native_blas_path, spark_conf_for_blas  # noqa: E402
+from benchmarks.systems import run_child  # noqa: E402
 
 MiB = 2**20
 
@@ -64,17 +79,6 @@ def best_of(fn, reps: int, setup=None, teardown=None) -> tuple[float, object]:
 
 
 # --- MLlib ------------------------------------------------------------------------------------
-
-
-def mllib_blas(spark) -> str:
-    try:
-        return (
-            spark.sparkContext._jvm.dev.ludovic.netlib.blas.BLAS.getInstance()
-            .getClass()
-            .getSimpleName()
-        )
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 def mllib_block_matrix(spark, a: np.ndarray, bs: int):
@@ -140,6 +144,32 @@ def mllib_at(spark, a, b, want, bs, reps) -> float:
     return secs
 
 
+def run_mllib_java(a, b, want, n, reps, results, workdir) -> None:
+    """MLlib with Spark's default Java BLAS, in a child JVM: netlib picks its BLAS when a JVM
+    starts. The child reads the same matrices from .npy files and times each block size the same
+    way (one untimed run, then ``reps``); the best is kept, as for the other columns."""
+    paths = {}
+    for key, arr in (("a", a), ("b", b), ("want", want)):
+        paths[key] = os.path.join(workdir, f"{key}.npy")
+        np.save(paths[key], arr)
+    plan = [{"block": bs, "reps": reps, "warmup": True} for bs in (n // 8, n // 4, n // 2)]
+    out, log = os.path.join(workdir, f"java-{n}.json"), os.path.join(workdir, f"mllib-java-{n}.log")
+    for rec, step in zip(run_child("java", paths["a"], paths["b"], paths["want"], plan, out, log, 3600), plan,
+                         strict=False):
+        bs = step["block"]
+        if rec.status == "ok" and rec.correct:
+            results[f"java_{bs}"] = min(rec.times)
+            results["java_blas"] = rec.blas
+            print(f"  MLlib BlockMatrix.multiply, Java BLAS in a child JVM, block {bs:5d}: "
+                  f"{results[f'java_{bs}']:7.2f} s ({rec.blas})", flush=True)
+        else:
+            results.setdefault("java_failed", []).append(bs)
+            print(f"  MLlib BlockMatrix.multiply, Java BLAS in a child JVM, block {bs:5d}: failed "
+                  f"({rec.note[:160] or rec.status}; log {log})", flush=True)
+    for key in paths.values():
+        os.remove(key)
+
+
 # --- Cannon -----------------------------------------------------------------------------------
 
 
@@ -203,6 +233,18 @@ def run_cannon(spark, n, reps, results):
     return check
 
 
+def mllib_cell(r: dict, prefix: str) -> tuple[str, str]:
+    """The table's 'best (block)' and 'MLlib / Cannon' cells for the MLlib rows under ``prefix``."""
+    times = {int(k.split("_")[1]): v for k, v in r.items() if k.startswith(prefix) and k[len(prefix):].isdigit()
+             and isinstance(v, float)}
+    failed = ", ".join(str(bs) for bs in r.get(f"{prefix}failed", []))
+    if not times:
+        return (f"failed at {failed}" if failed else "-"), "-"
+    best = min(times, key=times.get)
+    text = f"{times[best]:.2f} s ({best})" + (f"; failed at {failed}" if failed else "")
+    return text, f"{times[best] / r['cannon']:.1f}x"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
@@ -214,59 +256,65 @@ def main() -> None:
         default=f"{max(2, psutil.virtual_memory().total // 2**31)}g",
         help="the JVM's heap, which in local mode holds MLlib's blocks and shuffles (default: half the RAM)",
     )
+    ap.add_argument("--java-blas-up-to", type=int, default=4096, metavar="N",
+                    help="also measure MLlib with Java BLAS (child JVM) for n <= N (0: never)")
     args = ap.parse_args()
     sizes = sorted(set(args.sizes + ([8192] if args.with_8192 else [])))
 
-    spark = get_spark(conf={"spark.driver.memory": args.driver_memory})
+    native = native_blas_path() is not None
+    conf = spark_conf_for_blas("native", args.driver_memory) if native else {"spark.driver.memory": args.driver_memory}
+    spark = get_spark(conf=conf)
     sc = spark.sparkContext
+    here = mllib_blas(sc)
     print(
-        f"# {time.strftime('%Y-%m-%d')}  {platform.node()}  {os.cpu_count()} cores  {sc.master}  "
-        f"slots {task_slots(spark)}  NumPy {np.__version__}  MLlib BLAS: {mllib_blas(spark)}  "
-        f"driver heap {args.driver_memory}"
+        f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  {os.cpu_count()} cores  {sc.master}  "
+        f"slots {task_slots(spark)}  NumPy {np.__version__}  MLlib BLAS here: {here}"
+        f"{'' if native else ' (no libblas.so.3 on this machine)'}  driver heap {args.driver_memory}",
+        flush=True,
     )
     rows = []
     try:
-        for n in sizes:
-            print(f"n = {n}", flush=True)
-            a = generate("uniform", (n, n), np.float64, seed=1)
-            b = generate("uniform", (n, n), np.float64, seed=2)
-            res: dict = {}
-            res["numpy"], want = best_of(lambda a=a, b=b: a @ b, args.reps)
-            print(f"  NumPy A @ B: {res['numpy']:7.2f} s", flush=True)
-            key, blk = run_cannon(spark, n, args.reps, res)
-            bm, bn = blk.shape
-            assert np.allclose(blk, want[:bm, :bn], rtol=1e-10, atol=1e-8 * n), (
-                "Cannon result differs from NumPy"
-            )
-            rows.append((n, res))
-            alive = args.no_mllib or run_mllib(spark, a, b, want, n, args.reps, res)
-            del a, b, want
-            gc.collect()
-            if not alive:
-                break
+        with tempfile.TemporaryDirectory(prefix="jampi-matmul-") as workdir:
+            for n in sizes:
+                print(f"n = {n}", flush=True)
+                a = generate("uniform", (n, n), np.float64, seed=1)
+                b = generate("uniform", (n, n), np.float64, seed=2)
+                res: dict = {}
+                res["numpy"], want = best_of(lambda a=a, b=b: a @ b, args.reps)
+                print(f"  NumPy A @ B: {res['numpy']:7.2f} s", flush=True)
+                key, blk = run_cannon(spark, n, args.reps, res)
+                bm, bn = blk.shape
+                assert np.allclose(blk, want[:bm, :bn], rtol=1e-10, atol=1e-8 * n), (
+                    "Cannon result differs from NumPy"
+                )
+                rows.append((n, res))
+                alive = args.no_mllib or run_mllib(spark, a, b, want, n, args.reps, res)
+                if not args.no_mllib and native and n <= args.java_blas_up_to:
+                    run_mllib_java(a, b, want, n, args.reps, res, workdir)
+                del a, b, want
+                gc.collect()
+                if not alive:
+                    break
     finally:
         if jvm_alive(spark):
             stop_spark()
 
     print()
-    print(
-        "| n | NumPy | Cannon (cached blocks) | Cannon / NumPy | Cannon (made in tasks) | MLlib best (block) | MLlib / Cannon | peak RSS per task (budget) | RSS growth in the task |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    first, second = ("MLlib native BLAS", "MLlib Java BLAS") if native else ("MLlib Java BLAS", None)
+    head = ["n", "NumPy", "Cannon (cached blocks)", "Cannon / NumPy", "Cannon (made in tasks)",
+            f"{first} best (block)", f"{first} / Cannon"]
+    head += [f"{second} best (block)", f"{second} / Cannon"] if second else []
+    head += ["peak RSS per task (budget)", "RSS growth in the task"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
     for n, r in rows:
-        mll = {k: v for k, v in r.items() if k.startswith("mllib_") and isinstance(v, float)}
-        failed = ", ".join(str(bs) for bs in r.get("mllib_failed", []))
-        if mll:
-            best = min(mll, key=mll.get)
-            mtext = f"{mll[best]:.2f} s ({best.split('_')[1]})" + (f"; failed at {failed}" if failed else "")
-            ratio = f"{mll[best] / r['cannon']:.1f}x"
-        else:
-            mtext, ratio = (f"failed at {failed}" if failed else "-"), "-"
-        print(
-            f"| {n} | {r['numpy']:.2f} s | {r['cannon']:.2f} s | {r['cannon'] / r['numpy']:.2f}x | "
-            f"{r['cannon_src']:.2f} s | {mtext} | {ratio} | {r['rss'] / MiB:.0f} MiB ({r['budget'] / MiB:.0f}) | "
-            f"{r['growth'] / MiB:.0f} MiB ({r['growth'] / r['block']:.2f} blocks) |"
-        )
+        cells = [str(n), f"{r['numpy']:.2f} s", f"{r['cannon']:.2f} s", f"{r['cannon'] / r['numpy']:.2f}x",
+                 f"{r['cannon_src']:.2f} s", *mllib_cell(r, "mllib_")]
+        cells += [*mllib_cell(r, "java_")] if second else []
+        cells += [f"{r['rss'] / MiB:.0f} MiB ({r['budget'] / MiB:.0f})",
+                  f"{r['growth'] / MiB:.0f} MiB ({r['growth'] / r['block']:.2f} blocks)"]
+        print("| " + " | ".join(cells) + " |")
+    print(json.dumps({"rows": [{"n": n, **r} for n, r in rows]}))
 
 
 if __name__ == "__main__":
