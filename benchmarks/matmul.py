@@ -261,15 +261,16 @@ def main() -> None:
     args = ap.parse_args()
     sizes = sorted(set(args.sizes + ([8192] if args.with_8192 else [])))
 
-    native = native_blas_path() is not None
-    conf = spark_conf_for_blas("native", args.driver_memory) if native else {"spark.driver.memory": args.driver_memory}
+    has_lib = native_blas_path() is not None
+    conf = spark_conf_for_blas("native", args.driver_memory) if has_lib else {"spark.driver.memory": args.driver_memory}
     spark = get_spark(conf=conf)
     sc = spark.sparkContext
     here = mllib_blas(sc)
+    native = here.startswith("native")  # what the JVM loaded, not what was asked for
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  {os.cpu_count()} cores  {sc.master}  "
         f"slots {task_slots(spark)}  NumPy {np.__version__}  MLlib BLAS here: {here}"
-        f"{'' if native else ' (no libblas.so.3 on this machine)'}  driver heap {args.driver_memory}",
+        f"{'' if has_lib else ' (no libblas.so.3 on this machine)'}  driver heap {args.driver_memory}",
         flush=True,
     )
     rows = []
