@@ -56,7 +56,7 @@ from jampi_dsl.session import get_spark, stop_spark, task_slots
 if not __package__:  # run as a script: the suite's modules are imported from the checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import mllib_blas, native_blas_path, spark_conf_for_blas  # noqa: E402
-from benchmarks.systems import run_child  # noqa: E402
+from benchmarks.systems import mllib_blocks, run_child  # noqa: E402
 
 MiB = 2**20
 
@@ -98,7 +98,7 @@ def jvm_alive(spark) -> bool:
 
 def run_mllib(spark, a, b, want, n, reps, results) -> bool:
     """MLlib at block sizes n/8, n/4, n/2; False when a failure took the JVM down with it."""
-    for bs in (n // 8, n // 4, n // 2):
+    for bs in mllib_blocks(n):
         try:
             results[f"mllib_{bs}"] = mllib_at(spark, a, b, want, bs, reps)
         except Exception as exc:  # noqa: BLE001 - one block size failing must not lose the run
@@ -152,7 +152,7 @@ def run_mllib_java(a, b, want, n, reps, results, workdir) -> None:
     for key, arr in (("a", a), ("b", b), ("want", want)):
         paths[key] = os.path.join(workdir, f"{key}.npy")
         np.save(paths[key], arr)
-    plan = [{"block": bs, "reps": reps, "warmup": True} for bs in (n // 8, n // 4, n // 2)]
+    plan = [{"block": bs, "reps": reps, "warmup": True} for bs in mllib_blocks(n)]
     out, log = os.path.join(workdir, f"java-{n}.json"), os.path.join(workdir, f"mllib-java-{n}.log")
     for rec, step in zip(run_child("java", paths["a"], paths["b"], paths["want"], plan, out, log, 3600), plan,
                          strict=False):
