@@ -352,10 +352,10 @@ class Session:
         return [by_label[f"result{i}"] for i in range(len(values))]
 
     def save(self, value: Matrix, path: str | os.PathLike, format: str | None = None) -> None:
-        from .planner.inputs import output_format
+        from .planner.outputs import output_format
 
         full = str(Path(path).expanduser().resolve())
-        save = ir.Save(value.node, full, output_format(full, format, None))
+        save = ir.Save(value.node, full, output_format(full, format, None, protected=(os.getcwd(),)))
         self.run_plan(self.plan([save]))
 
     def explain(self, value: _Lazy, format: str = "text") -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from typing import Any
@@ -182,8 +184,19 @@ def _check(args, out: Console) -> int:
     return 0
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the main thread is so a run unwinds as it does for Ctrl-C:
+    staged outputs are discarded and Spark is stopped, instead of dying mid-write."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
@@ -196,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         print(error.render(), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 1
+        print("interrupted: nothing was saved", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated: nothing was saved", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,6 +32,7 @@ from pyspark import StorageLevel
 from pyspark.rdd import RDD, Partitioner, PipelinedRDD
 
 from ..session import grid_side
+from ..tempfiles import temp_name
 from . import blocktasks as bt
 from .blockframes import ELEMENTS_PER_BLOCK, RawBlockSerializer, RawPairDeserializer
 from .sources import BlockSource, NpySource
@@ -340,7 +341,7 @@ class DistMatrix:
         the end, so a failed run leaves no partial file.
         """
         path = os.path.abspath(path)
-        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.part")
+        tmp = temp_name(path)
         try:
             self._write_npy(tmp)
             os.replace(tmp, path)

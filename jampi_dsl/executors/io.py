@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError, Span
+from .. import tempfiles
+from ..errors import ExecutionError, InputError, Span
+from ..planner.outputs import parquet_output_folder
 from . import formats
 
 
@@ -27,41 +27,62 @@ def _umask() -> int:
     return mask
 
 
+class CommitError(ExecutionError):
+    """An output could not be put in place; every output of the run is as it was before."""
+
+
 @dataclass
 class StagedOutputs:
-    """Temporary outputs of one run, committed together at its end."""
+    """Temporary outputs of one run, committed together at its end, or not at all."""
 
     pending: list[tuple[str, str]] = field(default_factory=list)  # (temporary, final)
 
     def stage(self, path: str, write: Callable[[str], None], directory: bool = False) -> str:
         folder = os.path.dirname(path) or "."
         os.makedirs(folder, exist_ok=True)
-        prefix = f".{os.path.basename(path)}."
+        tempfiles.remove_stale(folder)
+        tmp = tempfiles.temp_name(path)
         if directory:
-            tmp = tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=folder)
+            os.mkdir(tmp, 0o700)
         else:
-            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
-            os.close(fd)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
             write(tmp)
         except BaseException:
             _remove(tmp)
             raise
         mode = 0o777 if directory else 0o666
-        os.chmod(tmp, mode & ~_umask())  # mkstemp/mkdtemp make private files; a result should not be
+        os.chmod(tmp, mode & ~_umask())  # staged privately while written; a result should not be
         self.pending.append((tmp, path))
         return tmp
 
     def commit(self) -> None:
-        for tmp, path in self.pending:
-            if os.path.isdir(tmp) and os.path.exists(path):
-                # A folder cannot be renamed over a non-empty one: swap, then drop the old copy.
-                old = f"{path}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(path, old)
+        """Put every output in place. The outputs they replace are kept aside until all are in
+        place; if one fails, the new ones are taken out and the old ones put back."""
+        aside: list[tuple[str, str]] = []  # (final, the previous output kept under a temporary name)
+        placed: list[str] = []
+        try:
+            for tmp, path in self.pending:
+                _check_replaceable(tmp, path)
+            for tmp, path in self.pending:
+                if os.path.lexists(path):
+                    old = tempfiles.temp_name(path)
+                    os.rename(path, old)
+                    aside.append((path, old))
                 os.rename(tmp, path)
-                _remove(old)
-            else:
-                os.replace(tmp, path)
+                placed.append(path)
+        except BaseException as err:
+            for path in placed:
+                _remove(path)
+            for path, old in reversed(aside):
+                os.rename(old, path)
+            self.discard()
+            if isinstance(err, OSError):
+                raise CommitError(f"cannot save {err.filename or path}: {err.strerror or err}; "
+                                  "no output was changed") from None
+            raise
+        for _, old in aside:
+            _remove(old)
         self.pending.clear()
 
     def discard(self) -> None:
@@ -70,10 +91,23 @@ class StagedOutputs:
         self.pending.clear()
 
 
+def _check_replaceable(tmp: str, path: str) -> None:
+    """What is at ``path`` now is still what the plan agreed to replace: it may have changed
+    while the run computed."""
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(tmp):
+        if not os.path.isdir(path) or os.path.islink(path) or not parquet_output_folder(path):
+            raise CommitError(f"cannot save {path}: it changed during the run and is no longer a "
+                              "Parquet output jampi may replace; no output was changed")
+    elif os.path.isdir(path):
+        raise CommitError(f"cannot save {path}: a folder appeared there during the run; no output was changed")
+
+
 def _remove(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
-    elif os.path.exists(path):
+    elif os.path.lexists(path):
         os.unlink(path)
 
 

@@ -15,7 +15,8 @@ from ..grammar import ast
 from ..grammar.ast import source_text
 from . import ir
 from .graph import Program
-from .inputs import inspect_input, output_format
+from .inputs import inspect_input
+from .outputs import output_format
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class Builder:
         self.params: dict[str, Any] = {}
         self.outputs: list[ir.Node] = []
         self.bindings: list[tuple[str, ir.Node]] = []
-        self.saved: dict[str, Span | None] = {}
+        self.saved: dict[str, ir.Node] = {}  # path -> the value this program saves there
 
     # ------------------------------------------------------------ statements
 
@@ -175,10 +176,11 @@ class Builder:
             self.outputs.append(ir.Print(x, source_text(expr.args[0]) if expr.args else "x", span=expr.span))
             return
         path = self._path(args["path"], "save")
-        fmt = output_format(path, self._opt_str(args["format"]), args["path"].span)
+        fmt = output_format(path, self._opt_str(args["format"]), args["path"].span,
+                            protected=(self.base_dir, os.getcwd()))
         if path in self.saved:
             raise InputError(f"{path} is saved twice", args["path"].span)
-        self.saved[path] = args["path"].span
+        self.saved[path] = x
         options = tuple((k, self._opt_str(args[k])) for k in ("form",) if args[k] is not None)
         self.outputs.append(ir.Save(x, path, fmt, options, span=expr.span))
 
@@ -338,6 +340,8 @@ class Builder:
 
     def _load(self, node: ast.Call, args: dict[str, Any]) -> ir.Node:
         path = self._path(args["path"], "load")
+        if path in self.saved:
+            return self._load_saved(path, args)
         shape = None
         if args["shape"] is not None:
             tup = args["shape"]
@@ -357,6 +361,25 @@ class Builder:
         dtype = self._dtype(args["dtype"]) or info.dtype
         options = tuple(sorted({**info.options, "finite": bool(getattr(finite, "value", finite))}.items()))
         return ir.Load(path, info.format, info.shape, dtype, options, span=node.span)
+
+
+    def _load_saved(self, path: str, args: dict[str, Any]) -> ir.Node:
+        """A load of a file this program saved earlier is that value: the file on disk is the
+        previous run's until the run commits, and reading it would be silently stale."""
+        value = self.saved[path]
+        span = args["path"].span
+        if value.type.is_scalar:
+            raise InputError(f"{path} is saved above as a scalar", span)
+        dtype = self._dtype(args["dtype"])
+        if dtype not in (None, value.type.dtype):
+            raise InputError(f"{path} is saved above as {value.type.dtype}; load it without dtype= "
+                             f"or save a {dtype} value", span)
+        shape = args["shape"]
+        if isinstance(shape, TupleVal) and len(shape.items) == 2:
+            wanted = (self._size(shape.items[0]), self._size(shape.items[1]))
+            if wanted != value.type.shape:
+                raise InputError(f"shape={wanted} but {path} is saved above as {value.type.shape}", span)
+        return value
 
 
 _HANDLERS: dict[type, Any] = {}  # AST class -> Builder._e_<class>

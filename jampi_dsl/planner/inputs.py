@@ -38,18 +38,6 @@ def format_of(path: str, explicit: str | None, span: Span | None) -> str:
     )
 
 
-def output_format(path: str, explicit: str | None, span: Span | None) -> str:
-    fmt = format_of(path, explicit, span)
-    if not os.path.isdir(os.path.dirname(path) or "."):
-        # The folder is created at save time; a path through an existing *file* can never work.
-        parent = os.path.dirname(path)
-        while parent and not os.path.exists(parent):
-            parent = os.path.dirname(parent)
-        if parent and not os.path.isdir(parent):
-            raise InputError(f"cannot save to {path}: {parent} is a file, not a folder", span)
-    return fmt
-
-
 def read_npy_header(path: str, span: Span | None = None) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """(shape, dtype, fortran_order, data offset) of a .npy file, without reading its data."""
     try:

@@ -31,6 +31,7 @@ from py4j.protocol import Py4JError
 from pyspark import StorageLevel
 
 from ...errors import ExecutionError, ShapeError
+from ...tempfiles import temp_name
 from ..blockframes import RawBlockSerializer
 from ..distributed import DistMatrix
 from .channel import Credentials
@@ -140,9 +141,7 @@ def _start_rendezvous(sc, creds: Credentials, tasks: int, config: CannonConfig) 
 
 def _new_npy(path: str, shape: tuple[int, int], dtype: np.dtype) -> str:
     final = os.path.abspath(path)
-    tmp = os.path.join(
-        os.path.dirname(final), f".{os.path.basename(final)}.jampi-{uuid.uuid4().hex[:12]}.tmp"
-    )
+    tmp = temp_name(final)
     mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
     del mm
     return tmp
