@@ -8,6 +8,7 @@ mistake raises where it is written) and nothing runs until ``to_numpy``,
 from __future__ import annotations
 
 import os
+import weakref
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,7 @@ class _Lazy:
     def __init__(self, session: Session, node: ir.Node):
         self.session = session
         self.node = node
+        session._live.add(self)
 
     def _wrap(self, node: ir.Node):
         return (Matrix if node.type.is_matrix else Scalar)(self.session, node)
@@ -183,6 +185,16 @@ class _Lazy:
     def explain(self, format: str = "text") -> str:
         return self.session.explain(self, format=format)
 
+    def persist(self):
+        """Compute this value now and keep it (on the driver) for every later expression."""
+        self.session.compute(self, keep_always=True)
+        return self
+
+    def unpersist(self):
+        """Forget the kept value: later expressions compute it again."""
+        self.session._kept.pop(self.node.uid, None)
+        return self
+
 
 class Matrix(_Lazy):
     """A lazy matrix expression."""
@@ -217,6 +229,10 @@ class Matrix(_Lazy):
     def to_numpy(self) -> np.ndarray:
         return self.session.compute(self)[0]
 
+    def __array__(self, dtype=None, copy=None):
+        array = self.to_numpy()
+        return array if dtype is None else array.astype(dtype, copy=False)
+
     def save(self, path: str | os.PathLike, format: str | None = None) -> None:
         self.session.save(self, path, format=format)
 
@@ -241,8 +257,91 @@ class Scalar(_Lazy):
     def __float__(self) -> float:
         return self.value()
 
+    def __round__(self, ndigits: int | None = None):
+        return round(self.value(), ndigits)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value(), spec)
+
+    def __bool__(self) -> bool:
+        return bool(self.value())
+
+    # Comparisons of a lazy scalar compute it: they decide Python control flow.
+    def __lt__(self, other):
+        return self.value() < float(other)
+
+    def __le__(self, other):
+        return self.value() <= float(other)
+
+    def __gt__(self, other):
+        return self.value() > float(other)
+
+    def __ge__(self, other):
+        return self.value() >= float(other)
+
     def __repr__(self) -> str:
         return f"<jampi Scalar: {self.node.op}>"
+
+
+# ---------------------------------------------------------------- values kept across runs
+
+KEEP_MAX_BYTES = 256 * 2**20  # larger values are not pulled to the driver to be kept
+
+
+def worth_keeping(node: ir.Node, limit: int | None) -> bool:
+    """A computed node is kept when recomputing it costs more than holding it: not a leaf,
+    and (unless asked for) small enough to hold on the driver."""
+    if isinstance(node, (ir.Literal, ir.Const, ir.Generate, ir.Load, ir.Frame)):
+        return False
+    return limit is None or node.type.is_scalar or node.type.nbytes <= limit
+
+
+def leaf_for(value: Any) -> ir.Node:
+    return ir.Literal(value) if isinstance(value, np.ndarray) else ir.Const(float(value))
+
+
+def ir_reachable(roots) -> set[int]:
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node.uid not in seen:
+            seen.add(node.uid)
+            stack.extend(node.children)
+    return seen
+
+
+def kept_reachable(kept: dict[int, ir.Node], roots) -> dict[int, ir.Node]:
+    """The kept values some live expression still reads (a walk that stops at kept nodes)."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node.uid in seen:
+            continue
+        seen.add(node.uid)
+        if node.uid not in kept:
+            stack.extend(node.children)
+    return {uid: leaf for uid, leaf in kept.items() if uid in seen}
+
+
+def substitute(roots, kept: dict[int, ir.Node]) -> dict[int, ir.Node]:
+    """Every node reachable from ``roots``, rebuilt over the kept values (uid -> new node);
+    iterative, so a long expression cannot exhaust Python's stack."""
+    new: dict[int, ir.Node] = {}
+    stack = [(node, False) for node in roots]
+    while stack:
+        node, expanded = stack.pop()
+        if node.uid in new:
+            continue
+        if node.uid in kept:
+            new[node.uid] = kept[node.uid]
+        elif expanded:
+            new[node.uid] = node.with_children(tuple(new[c.uid] for c in node.children))
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in node.children if c.uid not in new)
+    return new
 
 
 # ---------------------------------------------------------------- the session
@@ -257,6 +356,10 @@ class Session:
         self.executor = executor
         self._resources: Resources | None = None
         self._ctx_options: dict[str, Any] = {}
+        self._live: weakref.WeakSet[_Lazy] = weakref.WeakSet()  # every lazy value handed out
+        # node uid -> a leaf holding the value computed for it: later expressions read it
+        # instead of running that node's history again
+        self._kept: dict[int, ir.Node] = {}
 
     # resources: what the planner may use; Spark is started only when a plan needs it
     @property
@@ -345,18 +448,35 @@ class Session:
         ctx = RunContext(on_print=on_print, spark_factory=self._spark_for_plans, options=dict(self._ctx_options))
         return execute(plan, ctx)
 
-    def compute(self, *values: _Lazy) -> list[Any]:
-        outputs = [ir.Result(v.node, label=f"result{i}") for i, v in enumerate(values)]
-        result = self.run_plan(self.plan(outputs))
-        by_label = {o.label: o.value for o in result.outputs}
-        return [by_label[f"result{i}"] for i in range(len(values))]
+    def compute(self, *values: _Lazy, keep_always: bool = False) -> list[Any]:
+        """The values of ``values``; each computed node that a live lazy value stands for is
+        kept, so a later expression over it does not run its history again."""
+        results = self._run_keeping([v.node for v in values], lambda node, i: ir.Result(node, label=f"result{i}"),
+                                    keep_always)
+        return [results[f"result{i}"] for i in range(len(values))]
 
     def save(self, value: Matrix, path: str | os.PathLike, format: str | None = None) -> None:
         from .planner.outputs import output_format
 
         full = str(Path(path).expanduser().resolve())
-        save = ir.Save(value.node, full, output_format(full, format, None, protected=(os.getcwd(),)))
-        self.run_plan(self.plan([save]))
+        fmt = output_format(full, format, None, protected=(os.getcwd(),))
+        self._run_keeping([value.node], lambda node, i: ir.Save(node, full, fmt))
+
+    def _run_keeping(self, nodes: list[ir.Node], output, keep_always: bool = False) -> dict[str, Any]:
+        live = {lazy.node.uid: lazy.node for lazy in list(self._live)}
+        self._kept = kept_reachable(self._kept, live.values())
+        new = substitute(nodes + list(live.values()), self._kept)
+        roots = [new[n.uid] for n in nodes]
+        reached = ir_reachable(roots)
+        limit = KEEP_MAX_BYTES if not keep_always else None
+        keep = [uid for uid, node in live.items()
+                if uid not in self._kept and new[uid].uid in reached and worth_keeping(new[uid], limit)]
+        outputs = [output(node, i) for i, node in enumerate(roots)]
+        outputs += [ir.Result(new[uid], label=f"keep{uid}") for uid in keep]
+        values = self.run_plan(self.plan(outputs)).values
+        for uid in keep:
+            self._kept[uid] = leaf_for(values[f"keep{uid}"])
+        return values
 
     def explain(self, value: _Lazy, format: str = "text") -> str:
         plan = self.plan([ir.Result(value.node)])

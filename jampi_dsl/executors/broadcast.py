@@ -21,6 +21,7 @@ from ..planner import ir
 from . import blocktasks as bt
 from .base import Executor, RunContext, handles
 from .distributed import DistMatrix
+from .holdings import hold
 from .spark import as_dist, combine_gemm, to_local
 
 
@@ -34,7 +35,7 @@ def broadcast_product(ctx: RunContext, big: DistMatrix, small: np.ndarray, big_o
     sc = ctx.get_spark().sparkContext
     dtype = np.result_type(big.dtype, small.dtype)
     small = np.ascontiguousarray(small, dtype=dtype)
-    small_bc = sc.broadcast(small)
+    small_bc = hold(sc.broadcast(small))  # needed until the result is released: a lost block is remade with it
     gr, gc = big.grid
     if big_on_left:
         shape, block, groups, along = (big.shape[0], small.shape[1]), (big.block[0], small.shape[1]), gr, gc
@@ -48,7 +49,8 @@ def broadcast_product(ctx: RunContext, big: DistMatrix, small: np.ndarray, big_o
         cols = 1 if big_on_left else groups
         moved = parts.partitionBy(groups, bt.GridPartitioner(cols))
         result = moved.mapPartitions(partial(bt.sum_partials, dtype), preservesPartitioning=True)
-    return DistMatrix(result, shape, block, dtype).materialize()
+    # Lineage cut: a later job must not serialize this stage, whose broadcast is released with the value.
+    return DistMatrix(result, shape, block, dtype).checkpoint()
 
 
 class BroadcastExecutor(Executor):

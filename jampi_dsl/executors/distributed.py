@@ -35,6 +35,7 @@ from ..session import grid_side
 from ..tempfiles import temp_name
 from . import blocktasks as bt
 from .blockframes import ELEMENTS_PER_BLOCK, RawBlockSerializer, RawPairDeserializer
+from .holdings import hold
 from .sources import BlockSource, NpySource
 
 MIN_SPLIT = 256  # a dimension is not cut into blocks thinner than this: per-task overhead would dominate
@@ -295,6 +296,7 @@ class DistMatrix:
             raise ValueError("a barrier RDD already built must write its blocks with RawBlockSerializer")
         if not rdd.is_cached:
             rdd.persist(_STORAGE)
+        hold(rdd)
         count = rdd._jrdd.count() / ELEMENTS_PER_BLOCK  # the JVM counts frames
         expected = math.prod(bt.grid_of(shape, block))
         if count != expected:
@@ -457,7 +459,7 @@ class DistMatrix:
 
     def persist(self, level: StorageLevel = _STORAGE) -> DistMatrix:
         if not self.is_cached:
-            self.rdd.persist(level)
+            hold(self.rdd.persist(level))
         return self
 
     def unpersist(self) -> DistMatrix:
@@ -471,6 +473,17 @@ class DistMatrix:
         self.persist()
         self.rdd._jrdd.count()
         return self
+
+    def checkpoint(self) -> DistMatrix:
+        """Computed once and kept (memory, then disk); later jobs read the kept blocks and never
+        its lineage, so a late step cannot re-run early ones however long the plan is."""
+        if self.is_cached:
+            return self
+        self.materialize()
+        detached = _detach(self.rdd)
+        if detached is self.rdd:
+            return self
+        return DistMatrix(detached, self.shape, self.block, self.dtype, base_rdd=self.rdd)
 
 
 def _normalize_block(shape, block, dtype) -> tuple[int, int]:

@@ -135,13 +135,17 @@ class MllibExecutor(Executor):
         left = left.T if node.trans_a else left
         right = right.T if node.trans_b else right
         block = choose_mllib_block(left.shape[0], left.shape[1], right.shape[1])
-        ja, jb = to_block_matrix(spark, left, block), to_block_matrix(spark, right, block)
+        jsc = spark.sparkContext._jsc
+        before = set(jsc.getPersistentRDDs().keySet())
         try:
-            product = ja.multiply(jb)
-            result = from_block_matrix(spark, product)
+            ja, jb = to_block_matrix(spark, left, block), to_block_matrix(spark, right, block)
+            result = from_block_matrix(spark, ja.multiply(jb))
         finally:
-            ja.blocks().unpersist(False)
-            jb.blocks().unpersist(False)
+            # Our operands' blocks, and what BlockMatrix caches for itself (its blockInfo) and
+            # never releases: everything this product persisted.
+            cached = jsc.getPersistentRDDs()
+            for rdd_id in set(cached.keySet()) - before:
+                cached.get(rdd_id).unpersist(False)
         return result.astype(node.type.dtype, copy=False)
 
     @handles(ir.MatMul)

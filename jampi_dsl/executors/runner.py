@@ -1,11 +1,13 @@
 """Runs a physical plan: nodes in topological order, each on its method's
-executor, inputs moved to the placement that executor wants, and every
-intermediate freed as soon as its last consumer has run."""
+executor, inputs moved to the placement that executor wants, values
+materialised and released where the plan's lifetimes say."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,55 +97,119 @@ def execute(
     on_start: Callable[[Step], None] | None = None,
     on_done: Callable[[Step, float], None] | None = None,
 ) -> RunResult:
+    """Run ``plan``. Every value is dropped, and what its step keeps on Spark released, right
+    after the step the plan names (``Step.lifetime``); whatever is left is released at the end,
+    whether the run succeeded or not."""
     ctx = ctx or RunContext()
-    executors: dict[str, Executor] = {}
-    remaining: dict[int, int] = {}
-    for step in plan.steps:
-        for child in {c.uid for c in step.node.children}:
-            remaining[child] = remaining.get(child, 0) + 1
-    values: dict[int, Any] = {}
-    result = RunResult(outputs=ctx.outputs)
+    run = _Run(plan, ctx, RunResult(outputs=ctx.outputs))
     try:
         with threadpool_limits(limits=ctx.blas_threads):
-            _run_steps(plan, ctx, executors, remaining, values, result, on_start, on_done)
+            for index, step in enumerate(plan.steps):
+                run.step(index, step, on_start, on_done)
     except BaseException:
         ctx.staged.discard()
         raise
+    finally:
+        run.release_all()
     ctx.staged.commit()
-    return result
+    return run.result
 
 
-def _run_steps(plan, ctx, executors, remaining, values, result, on_start, on_done) -> None:
-    for step in plan.steps:
-        node = step.node
+class _Run:
+    def __init__(self, plan: PhysicalPlan, ctx: RunContext, result: RunResult):
+        self.plan, self.ctx, self.result = plan, ctx, result
+        self.executors: dict[str, Executor] = {}
+        self.values: dict[int, Any] = {}
+        self.held: dict[int, list] = {}  # node uid -> what its step keeps on Spark
+        self.release_at: dict[int, list[int]] = {}
+        for step in plan.steps:
+            self.release_at.setdefault(step.lifetime.release_after, []).append(step.node.uid)
+
+    def step(self, index: int, step: Step, on_start, on_done) -> None:
+        plan, ctx, node = self.plan, self.ctx, step.node
         if step.method not in _EXECUTORS:
             raise ExecutionError(f"no executor for method {step.method!r}", node.span, node=node_name(plan, step))
-        executor = executors.get(step.method) or executors.setdefault(step.method, _EXECUTORS[step.method]())
+        executor = self.executors.get(step.method) or self.executors.setdefault(step.method, _EXECUTORS[step.method]())
         if on_start:
             on_start(step)
         started = time.perf_counter()
         ctx.step = step
+        held: list = []
         try:
-            inputs = [values[c.uid] for c in node.children]
+            inputs = [self.values[c.uid] for c in node.children]
             if executor.placement == "local":
                 inputs = [_to_local(v) for v in inputs]
-            value = executor.run(node, inputs, ctx)
+            with _holding(executor) as held:
+                value = executor.run(node, inputs, ctx)
+                if step.lifetime.materialize:
+                    value = _materialize(value, ctx)
         except JampiError as err:
+            _release(held)
             if err.node is None and isinstance(err, ExecutionError):
                 err.node = node_name(plan, step)
             raise
         except MemoryError:
+            _release(held)
             raise ExecutionError("out of memory", node.span, node=node_name(plan, step)) from None
-        except Exception as err:  # an executor bug or a runtime failure: name the node, keep the cause
-            raise ExecutionError(f"{type(err).__name__}: {err}", node.span, node=node_name(plan, step)) from err
+        except Exception as err:  # a runtime failure or an executor bug: name the node, keep the cause
+            _release(held)
+            raise ExecutionError(failure_reason(err), node.span, node=node_name(plan, step)) from err
         seconds = time.perf_counter() - started
-        values[node.uid] = value
-        result.timings.append(StepTiming(step, seconds))
+        self.values[node.uid] = value
+        if held:
+            self.held[node.uid] = held
+        self.result.timings.append(StepTiming(step, seconds))
         if on_done:
             on_done(step, seconds)
-        for child in {c.uid for c in node.children}:
-            remaining[child] -= 1
-            if remaining[child] == 0:
-                del values[child]
-        if remaining.get(node.uid, 0) == 0:
-            values.pop(node.uid, None)
+        for uid in self.release_at.pop(index, ()):
+            self.values.pop(uid, None)
+            _release(self.held.pop(uid, []))
+
+    def release_all(self) -> None:
+        self.values.clear()
+        for held in self.held.values():
+            _release(held)
+        self.held.clear()
+
+
+def _holding(executor: Executor):
+    if executor.placement == "local":
+        return nullcontext([])
+    from .holdings import holding
+
+    return holding()
+
+
+def _release(held: list) -> None:
+    if held:
+        from .holdings import release
+
+        release(held)
+
+
+def _materialize(value: Any, ctx: RunContext) -> Any:
+    from .spark import keep
+
+    return keep(value, ctx)
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line for a failed step: what Spark lost or what broke, not a page of JVM frames
+    (``JAMPI_VERBOSE=1`` or ``--verbose`` prints the whole chain)."""
+    text = str(err)
+    patterns = (
+        (r"block (rdd_\d+_\d+) of RDD \d+ not found|Checkpoint block (rdd_\d+_\d+) not found",
+         "a cached block ({}) is gone: the executor that held it was lost"),
+        (r"Python worker exited unexpectedly|crashed", "a Python worker exited unexpectedly"),
+        (r"java\.lang\.OutOfMemoryError[^\n]*", "the JVM ran out of memory ({})"),
+        (r"No space left on device", "disk full (No space left on device)"),
+        (r"ExecutorLostFailure[^\n]*", "an executor was lost ({})"),
+    )
+    for pattern, message in patterns:
+        match = re.search(pattern, text)
+        if match:
+            detail = next((g for g in match.groups() if g), match.group(0)) if match.groups() else match.group(0)
+            return message.format(detail.strip()[:200])
+    first = next((line.strip() for line in text.splitlines()
+                  if line.strip() and not line.strip().startswith(("An error occurred", "at "))), "")
+    return f"{type(err).__name__}: {first[:500]}" if first else type(err).__name__

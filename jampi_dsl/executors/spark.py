@@ -199,10 +199,11 @@ class CannonExecutor(Executor):
 
         config = ctx.options.get("cannon_config") or CannonConfig()
         spark, a, b = ctx.get_spark(), _operand(a, ctx), _operand(b, ctx)
+        grid = ctx.step.grid if ctx.step is not None and ctx.step.node is node else None  # the plan's grid
 
         def run(output_npy: str | None = None):
             return cannon_matmul(spark, a, b, trans_a=node.trans_a, trans_b=node.trans_b, config=config,
-                                 output_npy=output_npy, **gemm)
+                                 grid=grid, output_npy=output_npy, **gemm)
 
         path = getattr(ctx.step, "writes", None)
         if write and path is not None and ctx.step.node is node and shares_files(ctx):
@@ -227,3 +228,12 @@ class CannonExecutor(Executor):
             return self._product(node, a, b, ctx, alpha=node.alpha, beta=node.beta, addend=addend)
         product = self._product(node, a, b, ctx, write=False)  # then the Save writes it, from its tasks
         return combine_gemm(node, product, c if is_source(addend) else addend, ctx)
+
+
+def keep(value: Any, ctx: RunContext) -> Any:
+    """A value the plan materialises: distributed once, computed now, its lineage cut."""
+    if isinstance(value, DistMatrix):
+        return value.checkpoint()
+    if isinstance(value, np.ndarray):  # a product method that returns to the driver (mllib)
+        return as_dist(value, ctx)
+    return value

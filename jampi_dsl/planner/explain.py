@@ -14,6 +14,7 @@ from rich.tree import Tree
 from . import ir
 from .cost import Estimate
 from .graph import describe
+from .methods import DISTRIBUTED
 from .physical import PhysicalPlan, Step
 
 METHOD_COLOURS = {"local": "#8ecae6", "cannon": "#ffb703", "broadcast": "#90be6d", "mllib": "#e76f51"}
@@ -41,6 +42,16 @@ def _runner_up_text(step: Step) -> str:
         return ""
     name, detail = step.runner_up
     return f"{name}: {detail.short()}" if isinstance(detail, Estimate) else f"{name}: {detail}"
+
+
+def _lifetime_text(plan: PhysicalPlan, step: Step, refs: dict[int, str]) -> str:
+    """Where a distributed value lives: kept on the executors, or computed by its reader's job."""
+    life = step.lifetime
+    last = plan.steps[life.release_after].node
+    kept = "lazy" if step.method == "spark" and not life.materialize else "materialised"
+    if last is step.node:
+        return f"{kept}, released after its own step"
+    return f"{kept}, released after {refs[last.uid]}"
 
 
 def to_text_tree(plan: PhysicalPlan) -> Tree:
@@ -73,6 +84,8 @@ def to_text_tree(plan: PhysicalPlan) -> Tree:
             if step.runner_up is not None and not step.reason.startswith(("cheapest", "only method that")):
                 why += f"; runner-up {_runner_up_text(step)}"
             label.append(f"  {why}", style="dim")
+        if step.method in DISTRIBUTED and node.type.is_matrix:
+            label.append(f"  [{_lifetime_text(plan, step, refs)}]", style="magenta")
         branch = parent.add(label)
         for child in node.children:
             add(branch, child)
@@ -94,7 +107,9 @@ def to_text(plan: PhysicalPlan, width: int = 120) -> str:
 def to_dict(plan: PhysicalPlan) -> dict[str, Any]:
     """The JSON form. Schema (version 1): {version, program, rewrites[], resources{}, outputs[ids],
     nodes[{id, name, op, text, kind, shape, dtype, inputs[ids], method, forced, reason,
-    estimate{seconds, flops, bytes_moved, task_memory, stages} | null, runner_up{method, estimate|reason} | null}]}"""
+    estimate{seconds, flops, bytes_moved, task_memory, stages} | null, runner_up{method, estimate|reason} | null,
+    lifetime{materialize, release_after: id}}]}: ``materialize`` true when the value is computed once
+    and kept on the executors (memory, then disk), ``release_after`` the node after which it is freed."""
     refs = _refs(plan)
     ids = {step.node.uid: index for index, step in enumerate(plan.steps)}
     nodes = []
@@ -123,6 +138,8 @@ def to_dict(plan: PhysicalPlan) -> dict[str, Any]:
                 "reason": step.reason,
                 "estimate": step.estimate.as_dict() if step.estimate else None,
                 "runner_up": runner_up,
+                "lifetime": {"materialize": step.lifetime.materialize,
+                             "release_after": step.lifetime.release_after},
             }
         )
     res = plan.resources

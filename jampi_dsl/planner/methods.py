@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from . import ir
 from .cost import CALIBRATION as K
 from .cost import Estimate, Resources, io_bytes, node_flops
+from .grid import choose_grid, default_q
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,14 @@ def _parallel_rate(node: ir.Node, tasks: int, resources: Resources, per_core: fl
 
 
 def cannon_q(resources: Resources) -> int:
-    return max(1, math.isqrt(max(1, resources.slots)))
+    return default_q(resources.slots)
+
+
+def cannon_grid(node: ir.Node, resources: Resources) -> int:
+    """The side of the grid a Cannon step runs on: the largest square the slots hold whose
+    blocks of the result are all non-empty. Fixed here; the stage takes it from the step."""
+    m, _, n = _dims(node)
+    return choose_grid(m, n, cannon_q(resources))
 
 
 def _cannon_memory(node: ir.Node, resources: Resources) -> float:

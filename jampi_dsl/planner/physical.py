@@ -18,8 +18,10 @@ from ..errors import PlanError
 from . import ir
 from .cost import Estimate, Resources
 from .graph import Program
+from .grid import cdiv
+from .lifetimes import Lifetime, lifetimes
 from .methods import ALL as ALL_METHODS
-from .methods import DISTRIBUTED, LOCAL, PRODUCT_METHODS, SPARK, Method
+from .methods import DISTRIBUTED, LOCAL, PRODUCT_METHODS, SPARK, Method, cannon_grid
 
 PRODUCT_METHOD_NAMES = tuple(m.name for m in PRODUCT_METHODS)
 
@@ -34,6 +36,16 @@ class Step:
     forced: bool = False
     # A product whose tasks write its one consumer's .npy file (that Save step only commits it).
     writes: str | None = None
+    lifetime: Lifetime | None = None  # set by lowering for every step of a plan
+    grid: int | None = None  # a Cannon step's grid side q: q*q tasks, result blocks ceil(m/q) x ceil(n/q)
+
+    @property
+    def block(self) -> tuple[int, int] | None:
+        """A Cannon step's result block shape, from its grid."""
+        if self.grid is None:
+            return None
+        m, n = self.node.type.shape
+        return cdiv(m, self.grid), cdiv(n, self.grid)
 
 
 @dataclass(frozen=True)
@@ -230,16 +242,24 @@ def lower(program: Program, resources: Resources | None = None, executor: str = 
             elif step.node is not node:
                 step = _for_node(step, node)
         steps.append(step)
-    return PhysicalPlan(program, _write_through(tuple(steps), resources), resources)
+    steps = _write_through(tuple(steps), resources)
+    steps = tuple(_copy(step, lifetime=life, grid=cannon_grid(step.node, resources) if step.method == "cannon" else None)
+                  for step, life in zip(steps, lifetimes(steps), strict=True))
+    return PhysicalPlan(program, steps, resources)
+
+
+def _copy(step: Step, **fields) -> Step:
+    """``step`` with ``fields`` changed (a field copy: ``dataclasses.replace`` re-runs the
+    constructor, which showed on a 10,000-statement plan)."""
+    copy = object.__new__(Step)
+    copy.__dict__.update(step.__dict__)
+    copy.__dict__.update(fields)
+    return copy
 
 
 def _for_node(step: Step, node: ir.Node) -> Step:
-    """``step``'s choice for another node alike in cost (a field copy: ``dataclasses.replace``
-    re-runs the constructor, which showed on a 10,000-statement plan)."""
-    copy = object.__new__(Step)
-    copy.__dict__.update(step.__dict__)
-    object.__setattr__(copy, "node", node)
-    return copy
+    """``step``'s choice for another node alike in cost."""
+    return _copy(step, node=node)
 
 
 def _cost_key(node: ir.Node) -> tuple:

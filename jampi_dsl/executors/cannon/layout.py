@@ -16,36 +16,16 @@ left and B one task up.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ...planner.grid import cdiv, choose_grid, default_q, grid_fits  # noqa: F401 - re-exported
+
 A_SHIFT, B_SHIFT, A_SKEW, B_SKEW = 0, 1, 2, 3  # channel numbers on the wire
 
 FAULT_POINTS = ("start", "after-gather", "mid-exchange", "before-output")
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def grid_fits(extent: int, q: int) -> bool:
-    """A dimension of ``extent`` splits into exactly q non-empty blocks of ceil(extent/q)."""
-    return extent >= 1 and cdiv(extent, cdiv(extent, q)) == q
-
-
-def choose_grid(m: int, n: int, q_max: int) -> int:
-    """The largest q ≤ q_max whose blocks of C are all non-empty (so C is a q×q grid)."""
-    for q in range(max(1, q_max), 0, -1):
-        if grid_fits(m, q) and grid_fits(n, q):
-            return q
-    return 1
-
-
-def default_q(slots: int) -> int:
-    return max(1, math.isqrt(max(1, slots)))
 
 
 @dataclass(frozen=True)
