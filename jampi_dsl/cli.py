@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from contextlib import nullcontext
 from typing import Any
 
@@ -17,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import api
+from . import __version__, api
 from .errors import JampiError, ResolveError
 from .executors.base import RunContext
 from .executors.runner import RunResult, execute, node_name, short_name
@@ -30,6 +32,7 @@ from .planner.physical import FORCEABLE, PhysicalPlan
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jampi", description="Run .lin linear-algebra programs on NumPy or Spark.")
+    parser.add_argument("--version", action="version", version=f"jampi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, spark: bool = True) -> None:
@@ -47,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     common(run)
     run.add_argument("--quiet", action="store_true", help="no progress or summary, only what the program prints")
     run.add_argument("--json", action="store_true", help="print outputs and timings as JSON on stdout")
+    run.add_argument("--verbose", action="store_true",
+                     help="on a failure, print the whole chain of causes (also JAMPI_VERBOSE=1)")
     explain = sub.add_parser("explain", help="show the plan: every node's method and why")
     common(explain)
     explain.add_argument("--format", choices=("text", "json", "dot"), default="text")
@@ -166,7 +171,8 @@ def _explain(args, out: Console) -> int:
     elif args.format == "dot":
         print(explain_mod.to_dot(plan), end="")
     else:
-        out.print(explain_mod.to_text_tree(plan))
+        # As wide as the longest line: the reasons and runner-ups are the point, never cut them.
+        Console(highlight=False, width=4096).print(explain_mod.to_text_tree(plan))
     return 0
 
 
@@ -207,7 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args, out)
     except JampiError as error:
         print(error.render(), file=sys.stderr)
+        if error.__cause__ is not None and (getattr(args, "verbose", False) or os.environ.get("JAMPI_VERBOSE")):
+            print("".join(traceback.format_exception(error.__cause__)), file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:
+        # The reader went away (`jampi run ... | head`): what it wanted it has; stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted: nothing was saved", file=sys.stderr)
         return 130
