@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import ops
 from .errors import InputError, ResolveError
 from .executors.base import RunContext
 from .executors.runner import RunResult, execute
@@ -170,17 +171,14 @@ class _Lazy:
     def _unary(self, name: str):
         return self._wrap(ir.Unary(name, self.node))
 
-    def abs(self):
+    def __abs__(self):
         return self._unary("abs")
 
-    def sqrt(self):
-        return self._unary("sqrt")
+    def __pow__(self, other):
+        return self._binary("**", other)
 
-    def exp(self):
-        return self._unary("exp")
-
-    def log(self):
-        return self._unary("log")
+    def __rpow__(self, other):
+        return self._binary("**", other, True)
 
     def explain(self, format: str = "text") -> str:
         return self.session.explain(self, format=format)
@@ -217,14 +215,61 @@ class Matrix(_Lazy):
     def __rmatmul__(self, other):
         return self._binary("@", other, True)
 
-    def sum(self) -> Scalar:
-        return Scalar(self.session, ir.Reduce("sum", self.node))
+    def _reduce(self, name: str, axis: int | None = None):
+        return self._wrap(ir.Reduce(name, self.node, axis=axis))
+
+    def sum(self, axis: int | None = None):
+        """A lazy scalar, or along ``axis`` (0: a 1xc row, 1: an rx1 column)."""
+        return self._reduce("sum", axis)
+
+    def mean(self, axis: int | None = None):
+        return self._reduce("mean", axis)
+
+    def max(self, axis: int | None = None):
+        return self._reduce("max", axis)
+
+    def min(self, axis: int | None = None):
+        return self._reduce("min", axis)
+
+    def argmax(self, axis: int):
+        return self._reduce("argmax", axis)
+
+    def argmin(self, axis: int):
+        return self._reduce("argmin", axis)
 
     def trace(self) -> Scalar:
-        return Scalar(self.session, ir.Reduce("trace", self.node))
+        return self._reduce("trace")
 
     def norm(self) -> Scalar:
-        return Scalar(self.session, ir.Reduce("norm", self.node))
+        return self._reduce("norm")
+
+    # Elementwise comparisons give lazy 1.0/0.0 matrices. == and != stay Python's identity
+    # tests (lazy values are kept in sets); eq() and ne() are the elementwise ones.
+    def __lt__(self, other):
+        return self._binary("<", other)
+
+    def __le__(self, other):
+        return self._binary("<=", other)
+
+    def __gt__(self, other):
+        return self._binary(">", other)
+
+    def __ge__(self, other):
+        return self._binary(">=", other)
+
+    def eq(self, other):
+        return self._binary("==", other)
+
+    def ne(self, other):
+        return self._binary("!=", other)
+
+    @property
+    def nrow(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ncol(self) -> int:
+        return self.shape[1]
 
     def to_numpy(self) -> np.ndarray:
         return self.session.compute(self)[0]
@@ -281,6 +326,20 @@ class Scalar(_Lazy):
 
     def __repr__(self) -> str:
         return f"<jampi Scalar: {self.node.op}>"
+
+
+def _unary_method(name: str):
+    def method(self):
+        return self._unary(name)
+
+    method.__name__ = name
+    method.__doc__ = f"Elementwise {name} (lazy)."
+    return method
+
+
+for _op in ops.ELEMENTWISE.values():  # every unary function of the ops table is a method
+    if _op.api and _op.arity == 1 and not hasattr(_Lazy, _op.api):
+        setattr(_Lazy, _op.api, _unary_method(_op.name))
 
 
 # ---------------------------------------------------------------- values kept across runs
@@ -428,6 +487,21 @@ class Session:
             if shape is None:
                 raise InputError("the DataFrame is empty; give shape=(rows, cols)")
         return Matrix(self, ir.Frame(df, form, (int(shape[0]), int(shape[1])), dtype))
+
+    def _elementwise(self, name: str, *args: Any):
+        nodes = [_node_of(a) for a in args]
+        node = ir.Where(*nodes) if name == "where" else ir.Binary(name, *nodes)
+        return (Matrix if node.type.is_matrix else Scalar)(self, node)
+
+    def where(self, c, a, b):
+        """``a`` where ``c`` is non-zero, else ``b`` (lazy; all three broadcast)."""
+        return self._elementwise("where", c, a, b)
+
+    def maximum(self, a, b):
+        return self._elementwise("maximum", a, b)
+
+    def minimum(self, a, b):
+        return self._elementwise("minimum", a, b)
 
     # running
     def plan(self, outputs: list[ir.Node], name: str = "<api>") -> PhysicalPlan:

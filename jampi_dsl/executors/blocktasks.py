@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BINARY_OPS = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide}
-UNARY_OPS = {"neg": np.negative, "abs": np.abs, "sqrt": np.sqrt, "exp": np.exp, "log": np.log}
+from .. import ops
 
 
 def grid_of(shape, block) -> tuple[int, int]:
@@ -79,12 +78,21 @@ def with_source(fn, source, source_left, shape, block, items):
 
 
 def binary(op, a, b):
-    return BINARY_OPS[op](a, b)
+    return ops.apply(op, a, b)
 
 
 def scalar(op, value, on_left, b):
-    v = b.dtype.type(value)  # keeps float32 float32, as NumPy does with a Python float
-    return BINARY_OPS[op](v, b) if on_left else BINARY_OPS[op](b, v)
+    # A Python float: NumPy keeps a float32 block float32 with it
+    return ops.apply(op, float(value), b) if on_left else ops.apply(op, b, float(value))
+
+
+def with_vector(op, vector, vector_left, shape, block, items):
+    """``op`` of each block with its stretch of a 1xc row, an rx1 column or a 1x1 (NumPy broadcasting)."""
+    for key, b in items:
+        (r0, r1), (c0, c1) = bounds(key, shape, block)
+        part = vector[:, c0:c1] if vector.shape[0] == 1 and vector.shape[1] > 1 else vector
+        part = part[r0:r1, :] if part.shape[0] > 1 else part
+        yield key, (ops.apply(op, part, b) if vector_left else ops.apply(op, b, part))
 
 
 def broadcast_partials(small_bc, big_on_left: bool, shape, block, items):
@@ -110,7 +118,24 @@ def sum_partials(dtype, items):
 
 
 def unary(name, b):
-    return UNARY_OPS[name](b)
+    return ops.apply(name, b)
+
+
+def reduce_axis_block(kind, axis, shape, block, items):
+    """A block's partial ``kind`` along ``axis``, with where it lies: (offset, values[, indices]).
+    Sums are float64 partials; arg* carry global indices, so the driver only compares."""
+    for key, b in items:
+        (r0, _), (c0, _) = bounds(key, shape, block)
+        offset = c0 if axis == 0 else r0
+        if kind in ("sum", "mean"):
+            yield offset, np.sum(b, axis=axis, dtype=np.float64, keepdims=True), None
+        elif kind in ("max", "min"):
+            yield offset, getattr(np, kind)(b, axis=axis, keepdims=True), None
+        else:
+            pick = np.argmax if kind == "argmax" else np.argmin
+            index = pick(b, axis=axis, keepdims=True)
+            values = np.take_along_axis(b, index, axis=axis)
+            yield offset, values, index + (r0 if axis == 0 else c0)
 
 
 def reduce_block(kind, shape, block, items):
@@ -118,6 +143,8 @@ def reduce_block(kind, shape, block, items):
     for key, b in items:
         if kind == "sum":
             yield float(np.sum(b, dtype=np.float64))
+        elif kind in ("max", "min"):
+            yield float(getattr(np, kind)(b))
         elif kind == "sumsq":
             v = b.ravel().astype(np.float64, copy=False)
             yield float(np.dot(v, v))

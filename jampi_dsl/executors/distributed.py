@@ -31,6 +31,7 @@ import numpy as np
 from pyspark import StorageLevel
 from pyspark.rdd import RDD, Partitioner, PipelinedRDD
 
+from .. import ops
 from ..session import grid_side
 from ..tempfiles import temp_name
 from . import blocktasks as bt
@@ -377,8 +378,8 @@ class DistMatrix:
         return self._derive(pairs.mapPartitions(partial(bt.zip_blocks, fn), preservesPartitioning=True), dtype)
 
     def elementwise(self, op: str, other: DistMatrix) -> DistMatrix:
-        """``self op other`` for op in ``+ - * /``; dtypes promote as in NumPy."""
-        if op not in bt.BINARY_OPS:
+        """``self op other`` for a binary operation of :mod:`jampi_dsl.ops`; dtypes promote as in NumPy."""
+        if op not in ops.BINARY:
             raise ValueError(f"unknown elementwise operator {op!r}")
         if other.shape != self.shape:
             raise ValueError(f"elementwise {op} needs equal shapes, got {self.shape} and {other.shape}")
@@ -397,16 +398,24 @@ class DistMatrix:
         task = partial(bt.with_source, fn, source, source_left, self.shape, self.block)
         return self._derive(self.rdd.mapPartitions(task, preservesPartitioning=True), dtype)
 
+    def with_vector(self, op: str, vector: np.ndarray, vector_on_left: bool = False) -> DistMatrix:
+        """``self op vector`` (or the other way round) for a driver-side 1xc row, rx1 column or
+        1x1 that broadcasts across this matrix: each task takes its stretch of it."""
+        vector = np.ascontiguousarray(vector)
+        dtype = np.result_type(self.dtype, vector.dtype)
+        task = partial(bt.with_vector, op, vector, bool(vector_on_left), self.shape, self.block)
+        return self._derive(self.rdd.mapPartitions(task, preservesPartitioning=True), dtype)
+
     def scalar(self, op: str, value: float, scalar_on_left: bool = False) -> DistMatrix:
         """``self op value`` (or ``value op self``); the dtype is kept, float32 stays float32."""
-        if op not in bt.BINARY_OPS:
+        if op not in ops.BINARY:
             raise ValueError(f"unknown scalar operator {op!r}")
         return self.map_blocks(partial(bt.scalar, op, float(value), bool(scalar_on_left)))
 
     def unary(self, fn: str) -> DistMatrix:
-        """One of ``neg abs sqrt exp log``, elementwise."""
-        if fn not in bt.UNARY_OPS:
-            raise ValueError(f"unknown elementwise function {fn!r}; expected one of {sorted(bt.UNARY_OPS)}")
+        """A unary operation of :mod:`jampi_dsl.ops` (``neg abs sqrt exp log tanh sign``), elementwise."""
+        if fn not in ops.UNARY:
+            raise ValueError(f"unknown elementwise function {fn!r}; expected one of {sorted(ops.UNARY)}")
         return self.map_blocks(partial(bt.unary, fn))
 
     def transpose(self) -> DistMatrix:
@@ -446,6 +455,44 @@ class DistMatrix:
 
     def sum(self) -> float:
         return self._reduce("sum")
+
+    def extreme(self, kind: str) -> float:
+        """The largest (``max``) or smallest (``min``) entry."""
+        parts = self.rdd.mapPartitions(partial(bt.reduce_block, kind, self.shape, self.block)).collect()
+        return float(max(parts) if kind == "max" else min(parts))
+
+    def reduce_axis(self, kind: str, axis: int) -> np.ndarray:
+        """``sum mean max min argmax argmin`` along ``axis``, as NumPy with ``keepdims``: the
+        blocks' partial rows (or columns) are combined on the driver, in block order, so
+        ties go to the first index as in NumPy."""
+        length = self.shape[1] if axis == 0 else self.shape[0]
+        parts = self.rdd.mapPartitions(partial(bt.reduce_axis_block, kind, axis, self.shape, self.block)).collect()
+        parts.sort(key=lambda part: part[0])  # NumPy's first-index ties need the blocks in order
+        shape = (1, length) if axis == 0 else (length, 1)
+        values: np.ndarray | None = None
+        index = np.zeros(shape, dtype=np.float64)
+        out = np.zeros(shape, dtype=np.float64)
+        seen = np.zeros(shape, dtype=bool)
+        for offset, part, where in parts:
+            window = (slice(None), slice(offset, offset + part.shape[1])) if axis == 0 else \
+                (slice(offset, offset + part.shape[0]), slice(None))
+            if kind in ("sum", "mean"):
+                out[window] += part
+                continue
+            if values is None:
+                values = np.zeros(shape, dtype=part.dtype)
+            current, first = values[window], ~seen[window]
+            better = first | ((part > current) if kind in ("max", "argmax") else (part < current))
+            better |= np.isnan(part) & ~np.isnan(current)  # NumPy's max/argmax let nan win
+            values[window] = np.where(better, part, current)
+            if where is not None:
+                index[window] = np.where(better, where, index[window])
+            seen[window] = True
+        if kind == "sum":
+            return out.astype(self.dtype)
+        if kind == "mean":
+            return (out / (self.shape[0] if axis == 0 else self.shape[1])).astype(self.dtype)
+        return index if kind.startswith("arg") else values
 
     def trace(self) -> float:
         """Sum of the main diagonal (of the leading square part, as ``np.trace`` for rectangles)."""

@@ -11,21 +11,27 @@ from typing import Any
 
 import numpy as np
 
+from .. import ops
 from ..errors import InputError
 from ..planner import ir
 from . import blockgen, formats, io
 from .base import Executor, OutputValue, RunContext, handles
-
-_UFUNCS = {"neg": np.negative, "abs": np.abs, "sqrt": np.sqrt, "exp": np.exp, "log": np.log}
-_BINARY = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}
 
 
 def _operand(x: np.ndarray, transposed: bool) -> np.ndarray:
     return x.T if transposed else x
 
 
-def _scalar(value: Any) -> float:
-    return float(value)
+def reduce_array(operator: str, axis: int | None, x: np.ndarray) -> Any:
+    """A reduction of a driver-side matrix: a Python float, or a 1xc / rx1 matrix along ``axis``."""
+    if axis is None:
+        if operator == "trace":
+            return float(np.trace(x))
+        if operator == "norm":
+            return float(np.linalg.norm(x))
+        return float(getattr(np, operator)(x))
+    out = getattr(np, operator)(x, axis=axis, keepdims=True)
+    return out.astype(np.float64) if operator.startswith("arg") else out
 
 
 def format_value(label: str, value: Any) -> str:
@@ -98,28 +104,19 @@ class LocalExecutor(Executor):
 
     @handles(ir.Binary)
     def binary(self, node: ir.Binary, inputs, ctx):
-        a, b = inputs
-        with np.errstate(all="ignore"):  # inf/nan follow IEEE, as in NumPy
-            if isinstance(a, float) and isinstance(b, float):
-                return _scalar(_BINARY[node.operator](np.float64(a), np.float64(b)))
-            return _BINARY[node.operator](a, b)
+        return ops.apply(node.operator, *inputs)
 
     @handles(ir.Unary)
     def unary(self, node: ir.Unary, inputs, ctx):
-        (x,) = inputs
-        with np.errstate(all="ignore"):
-            if isinstance(x, float):
-                return _scalar(_UFUNCS[node.operator](np.float64(x)))
-            return _UFUNCS[node.operator](x)
+        return ops.apply(node.operator, *inputs)
+
+    @handles(ir.Where)
+    def where(self, node: ir.Where, inputs, ctx):
+        return ops.apply("where", *inputs)
 
     @handles(ir.Reduce)
     def reduce(self, node: ir.Reduce, inputs, ctx):
-        (x,) = inputs
-        if node.operator == "sum":
-            return _scalar(x.sum())
-        if node.operator == "trace":
-            return _scalar(np.trace(x))
-        return _scalar(np.linalg.norm(x))
+        return reduce_array(node.operator, node.axis, inputs[0])
 
     @handles(ir.Save)
     def save(self, node: ir.Save, inputs, ctx: RunContext):

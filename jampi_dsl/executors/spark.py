@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import ops
 from ..errors import ExecutionError, InputError
 from ..planner import ir
 from ..planner.physical import executors_share_files
@@ -73,6 +74,10 @@ def to_local(value: Any) -> Any:
     return value
 
 
+def _shape_of(value: Any) -> tuple[int, int]:
+    return value.shape if isinstance(value, (DistMatrix, np.ndarray, WrittenNpy)) else ()
+
+
 def shares_files(ctx: RunContext) -> bool:
     """Executors see the driver's files: local mode, or a cluster whose master is on this machine."""
     return executors_share_files(ctx.get_spark().sparkContext.master)
@@ -126,6 +131,14 @@ class SparkExecutor(Executor):
             return as_dist(b, ctx).scalar(node.operator, a, scalar_on_left=True)
         if isinstance(b, float):
             return as_dist(a, ctx).scalar(node.operator, b)
+        shape = node.type.shape
+        a_full, b_full = _shape_of(a) == shape, _shape_of(b) == shape
+        if a_full and not b_full:  # b is a row, a column or 1x1 that broadcasts across a
+            return as_dist(a, ctx).with_vector(node.operator, to_local(b))
+        if b_full and not a_full:
+            return as_dist(b, ctx).with_vector(node.operator, to_local(a), vector_on_left=True)
+        if not a_full:  # a column against a row: both small, the result is made here and shipped
+            return as_dist(ops.apply(node.operator, to_local(a), to_local(b)), ctx)
         left = a if isinstance(a, DistMatrix) else None
         if left is None:
             right = as_dist(b, ctx)
@@ -139,6 +152,12 @@ class SparkExecutor(Executor):
     @handles(ir.Reduce)
     def reduce(self, node: ir.Reduce, inputs, ctx):
         matrix = as_dist(inputs[0], ctx)
+        if node.axis is not None:
+            return matrix.reduce_axis(node.operator, node.axis)  # a row or column: back on the driver
+        if node.operator in ("max", "min"):
+            return matrix.extreme(node.operator)
+        if node.operator == "mean":
+            return matrix.sum() / (matrix.shape[0] * matrix.shape[1])
         return float({"sum": matrix.sum, "trace": matrix.trace, "norm": matrix.norm}[node.operator]())
 
     @handles(ir.Save)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import psutil
 
+from .. import ops
 from . import ir
 
 CALIBRATION = {
@@ -161,7 +162,8 @@ def node_flops(node: ir.Node) -> float:
         flops = 2.0 * m * n * node.inner
         return flops + (2.0 * m * n if isinstance(node, ir.Gemm) else 0.0)
     if node.type.is_matrix:
-        return float(node.type.shape[0] * node.type.shape[1])
+        per_entry = ops.ELEMENTWISE[node.operator].flops if isinstance(node, (ir.Binary, ir.Unary)) else 1.0
+        return float(node.type.shape[0] * node.type.shape[1]) * per_entry
     child = next((c for c in node.children if c.type.is_matrix), None)
     return float(child.type.shape[0] * child.type.shape[1]) if child is not None else 1.0
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from typing import Any, ClassVar
 
+from .. import ops
 from ..errors import ShapeError, Span
 
 _ids = itertools.count()
@@ -328,12 +329,40 @@ class Gemm(Node):
         return self.a.type.shape[0 if self.trans_a else 1]
 
 
-BINARY_OPS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}
+BINARY_OPS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "**": "power",
+              "<": "less", "<=": "less_equal", ">": "greater", ">=": "greater_equal",
+              "==": "equal", "!=": "not_equal"}  # how describe() names the operators
+
+
+def _elementwise_type(node: Node, operator: str, operands: tuple[Node, ...]) -> Type:
+    """The result of an elementwise operation: scalars broadcast, matrices broadcast as NumPy
+    does in two dimensions (a 1xc row, an rx1 column, a 1x1 across anything)."""
+    declared = ops.ELEMENTWISE.get(operator)
+    if declared is None or declared.arity != len(operands):
+        node._fail(f"unknown operator {operator!r}")
+    types = [o.type for o in operands]
+    if not all(t.kind in ("matrix", "scalar") for t in types):
+        node._fail(f"{operator} needs matrices or scalars")
+    matrices = [t for t in types if t.is_matrix]
+    if not matrices:
+        return SCALAR
+    if declared.scalar_only:
+        node._fail(f"`{operator}` combines scalar conditions; for matrices use comparisons and where()")
+    shape = matrices[0].shape
+    for t in matrices[1:]:
+        joined = ops.broadcast_shape(shape, t.shape)
+        if joined is None:
+            shapes = " and ".join(f"{m.shape[0]}x{m.shape[1]}" for m in matrices)
+            node._fail(f"elementwise {operator} needs equal shapes or shapes that broadcast (each "
+                       f"dimension equal, or 1 on one side), got {shapes}")
+        shape = joined
+    return matrix_type(shape, _join_dtype(*matrices))
 
 
 @dataclass(frozen=True, eq=False)
 class Binary(Node):
-    """Elementwise + - * /; a scalar on either side broadcasts, nothing else does."""
+    """An elementwise binary operation of :mod:`jampi_dsl.ops` (``+ - * / **``, comparisons,
+    ``maximum``...); scalars and NumPy-broadcastable matrices combine."""
 
     CHILDREN: ClassVar = ("a", "b")
     operator: str
@@ -341,25 +370,10 @@ class Binary(Node):
     b: Node
 
     def infer(self) -> Type:
-        a, b = self.a.type, self.b.type
-        if self.operator not in BINARY_OPS:
-            self._fail(f"unknown operator {self.operator!r}")
-        if not (a.kind in ("matrix", "scalar") and b.kind in ("matrix", "scalar")):
-            self._fail(f"operator {self.operator} needs matrices or scalars")
-        if a.is_matrix and b.is_matrix:
-            if a.shape != b.shape:
-                self._fail(
-                    f"elementwise {self.operator} needs equal shapes: "
-                    f"{a.shape[0]}x{a.shape[1]} {self.operator} {b.shape[0]}x{b.shape[1]}"
-                )
-            return matrix_type(a.shape, _join_dtype(a, b))
-        if a.is_matrix or b.is_matrix:
-            m = a if a.is_matrix else b
-            return matrix_type(m.shape, m.dtype)
-        return SCALAR
+        return _elementwise_type(self, self.operator, (self.a, self.b))
 
 
-UNARY_OPS = ("neg", "abs", "sqrt", "exp", "log")
+UNARY_OPS = ops.UNARY
 
 
 @dataclass(frozen=True, eq=False)
@@ -371,19 +385,35 @@ class Unary(Node):
     def infer(self) -> Type:
         if self.operator not in UNARY_OPS:
             self._fail(f"unknown function {self.operator!r}")
-        if self.x.type.kind not in ("matrix", "scalar"):
-            self._fail(f"{self.operator} needs a matrix or a scalar")
-        return self.x.type
+        return _elementwise_type(self, self.operator, (self.x,))
 
 
-REDUCE_OPS = ("sum", "trace", "norm")
+@dataclass(frozen=True, eq=False)
+class Where(Node):
+    """``where(c, a, b)``: ``a`` where ``c`` is non-zero, else ``b``; all three broadcast."""
+
+    CHILDREN: ClassVar = ("c", "a", "b")
+    c: Node
+    a: Node
+    b: Node
+
+    def infer(self) -> Type:
+        return _elementwise_type(self, "where", (self.c, self.a, self.b))
+
+
+REDUCE_OPS = ("sum", "trace", "norm", "mean", "max", "min", "argmax", "argmin")
+AXIS_REDUCE_OPS = ("sum", "mean", "max", "min", "argmax", "argmin")
 
 
 @dataclass(frozen=True, eq=False)
 class Reduce(Node):
+    """A reduction to a scalar, or along ``axis`` (0: a 1xc row of column results, 1: an rx1
+    column of row results)."""
+
     CHILDREN: ClassVar = ("x",)
     operator: str
     x: Node
+    axis: int | None = None
 
     def infer(self) -> Type:
         t = self.x.type
@@ -393,7 +423,23 @@ class Reduce(Node):
             self._fail(f"{self.operator}() needs a matrix, got a scalar")
         if self.operator == "trace" and t.shape[0] != t.shape[1]:
             self._fail(f"trace() needs a square matrix, got {t.shape[0]}x{t.shape[1]}")
-        return SCALAR
+        if self.axis is None:
+            if self.operator in ("argmax", "argmin"):
+                self._fail(f"{self.operator}() needs axis=0 or axis=1")
+            return SCALAR
+        if self.operator not in AXIS_REDUCE_OPS:
+            self._fail(f"{self.operator}() takes no axis")
+        if self.axis not in (0, 1):
+            self._fail(f"axis must be 0 or 1, got {self.axis}")
+        shape = (1, t.shape[1]) if self.axis == 0 else (t.shape[0], 1)
+        # Indices are whole numbers, exact in float64 whatever the input's dtype.
+        return matrix_type(shape, "float64" if self.operator.startswith("arg") else t.dtype)
+
+    def attrs(self) -> dict[str, Any]:
+        out = {"operator": self.operator}
+        if self.axis is not None:  # a whole-matrix reduction reads as it did before axes existed
+            out["axis"] = self.axis
+        return out
 
 
 # ---------------------------------------------------------------- outputs

@@ -211,6 +211,8 @@ def _spark_rejects(node: ir.Node, resources: Resources) -> str | None:
         return why
     if isinstance(node, ir.Literal):
         return "a driver-side array starts on the driver"
+    if isinstance(node, ir.Where):
+        return "where() has no distributed kernel yet: it runs on the driver"
     return None
 
 

@@ -48,8 +48,8 @@ def gemm_fusion(program: Program) -> Program:
             if any(rb.uses.get(n.uid, 0) != 1 for n in (*wrappers, product)):
                 continue
             addend, beta, _ = _peel(addend_side)
-            if beta is None or addend.type.dtype != product.type.dtype:
-                continue
+            if beta is None or addend.type.dtype != product.type.dtype or addend.type.shape != product.type.shape:
+                continue  # a broadcast addend (a row, a column) stays an elementwise +
             alpha, beta = alpha * product_sign, beta * addend_sign
             m = rb.mapping
             return Gemm(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import sys
 
+from ... import ops
 from ..ir import Binary, Const, Node, Unary
 from ._common import Rebuilder, local_pass
 
@@ -59,6 +60,9 @@ def _const(value: float | None, span) -> Const | None:
 
 
 def _arith(op: str, a: float, b: float) -> float | None:
+    if op not in ("+", "-", "*", "/"):  # the other operations fold through their one kernel
+        result = ops.apply(op, a, b)
+        return result if math.isfinite(result) else None
     if op == "+":
         return a + b
     if op == "-":
