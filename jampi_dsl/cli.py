@@ -177,15 +177,17 @@ def _explain(args, out: Console) -> int:
 
 
 def _check(args, out: Console) -> int:
-    program = api.build_file(args.program, _overrides(args.sets))
-    optimized = api.optimize(program)
-    live = optimized.live_nodes()
-    out.print(f"{args.program}: ok — {len(program.outputs)} output(s), {len(live)} node(s) after rewrites",
+    """Everything but running: names, shapes, files and the planner's verdicts (a product too
+    big for any method is refused here as it would be by run), on the embedded default's
+    resources, without starting Spark."""
+    plan = api.plan_file(args.program, _overrides(args.sets), api.resources_for(None, {}))
+    optimized = plan.program
+    out.print(f"{args.program}: ok — {len(optimized.outputs)} output(s), {len(plan.steps)} node(s) after rewrites",
               highlight=False)
     dead = dropped_names(optimized)
     if dead:
         out.print(f"unused (dropped): {', '.join(dead)}", highlight=False)
-    if not program.outputs:
+    if not optimized.outputs:
         out.print("[yellow]warning: nothing is saved or printed; run would compute nothing[/yellow]")
     return 0
 

@@ -1,0 +1,61 @@
+"""The command line's rough edges (hardening issue, items 12, 15, 19 and the one-line
+failures of the multi-step issue): each reproduction fails without its fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from jampi_dsl import __version__
+from jampi_dsl.cli import main
+from jampi_dsl.executors.local import LocalExecutor
+
+
+def test_check_runs_the_planner_and_refuses_what_run_refuses(tmp_path, capsys):
+    program = tmp_path / "big.lin"
+    program.write_text("A = random(1000000, 1000000, seed=1)\nB = A @ A\nprint(sum(B))\n")
+    assert main(["check", str(program)]) == 2
+    err = capsys.readouterr().err
+    assert f"{program}:2:5: plan error: no method can run this matmul" in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"jampi {__version__}"
+
+
+def test_explain_never_cuts_lines_when_piped(tmp_path):
+    program = tmp_path / "p.lin"
+    program.write_text("param n = 300\nA = random(n, n, seed=1)\nB = random(n, n, seed=2)\nprint(sum(A @ B))\n")
+    out = subprocess.run([sys.executable, "-m", "jampi_dsl", "explain", str(program)], capture_output=True,
+                         text=True, check=True, env={"COLUMNS": "40", "PATH": ""}).stdout
+    line = next(line for line in out.splitlines() if "matmul(A, B)" in line)
+    assert len(line) > 120 and "runner-up" in line and line.rstrip().endswith(("task", "moved", ")")), line
+
+
+def test_run_piped_into_head_stops_quietly(tmp_path):
+    program = tmp_path / "p.lin"
+    program.write_text("\n".join(f"print(sum(ones({i + 1}, 2)))" for i in range(3000)) + "\n")
+    shell = f"{sys.executable} -m jampi_dsl run {program} --quiet | head -1"
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "sum(ones(1, 2)) = 2.0"
+    assert "BrokenPipeError" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_failure_is_one_line_and_verbose_adds_the_causes(tmp_path, capsys, monkeypatch):
+    def broken(self, node, inputs, ctx):
+        raise RuntimeError("kernel exploded\nsecond line of a long message")
+
+    monkeypatch.setitem(LocalExecutor._handlers, __import__("jampi_dsl.planner.ir").planner.ir.Binary, broken)
+    program = tmp_path / "p.lin"
+    program.write_text("A = ones(2, 2)\nB = A * A\nprint(B)\n")
+    assert main(["run", str(program), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{program}:2:5: execution error: RuntimeError: kernel exploded (plan node B = " in err
+    assert "Traceback" not in err and "second line" not in err
+    assert main(["run", str(program), "--quiet", "--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: kernel exploded" in err
