@@ -65,7 +65,11 @@ def write_csv(path: str, array: np.ndarray) -> None:
 
 
 def read_parquet(path: str, dtype: str, shape: tuple[int, int], form: str, span: Span | None) -> np.ndarray:
-    return table_to_matrix(_pq().read_table(path), form, shape, dtype, path, span)
+    try:
+        table = _pq().read_table(path)
+    except Exception as err:  # pyarrow raises several types for unreadable or mismatched parts
+        raise InputError(f"cannot read {path}: {err}", span) from None
+    return table_to_matrix(table, form, shape, dtype, path, span)
 
 
 def table_to_matrix(table, form: str, shape: tuple[int, int], dtype: str, what: str, span) -> np.ndarray:
@@ -85,7 +89,10 @@ def table_to_matrix(table, form: str, shape: tuple[int, int], dtype: str, what: 
     _check_range(i, rows, "i", what, span)
     if np.unique(i).size != i.size:
         raise InputError(f"{what}: a row index appears twice", span)
-    column = table.column("row").combine_chunks()
+    column = table.column("row")
+    if column.null_count:
+        raise InputError(f"{what}: column 'row' has missing values", span)
+    column = column.combine_chunks()
     offsets = column.offsets.to_numpy()
     lengths = np.diff(offsets)
     if np.any(lengths != cols):

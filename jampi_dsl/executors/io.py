@@ -129,10 +129,12 @@ def save_local(staged: StagedOutputs, path: str, fmt: str, array: np.ndarray, op
 
 
 def load_npy(path: str, dtype: str, span: Span | None = None) -> np.ndarray:
+    from ..planner.inputs import NPY_HEADER_ERRORS, npy_error_text
+
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read {path}: {err}", span) from None
+    except NPY_HEADER_ERRORS as err:  # a header that is not a valid literal raises tokenize's errors
+        raise InputError(f"cannot read {path}: {npy_error_text(err)}", span) from None
     if array.dtype != np.dtype(dtype):
         array = array.astype(dtype)
     return np.ascontiguousarray(array)

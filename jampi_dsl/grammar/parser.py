@@ -420,6 +420,8 @@ def parse(text: str, name: str = "<string>") -> ast.Program:
         raise ParseError(f"internal parser error: {err.orig_exc}") from err.orig_exc
     except LarkError as err:  # pragma: no cover - defensive: never let a raw lark error escape
         raise ParseError(str(err).splitlines()[0]) from None
+    except RecursionError:  # pragma: no cover - defensive: the parser and its callbacks do not recurse
+        raise ParseError("expression nested too deeply") from None
     return ast.Program(statements, source)
 
 

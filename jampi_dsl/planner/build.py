@@ -4,18 +4,19 @@ every shape. Anything wrong here is reported before a single job runs."""
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, ResolveError, Source, Span
+from ..errors import InputError, ParseError, ResolveError, Source, Span
 from ..gcpause import paused_gc
 from ..grammar import ast
 from ..grammar.ast import source_text
 from . import ir
 from .graph import Program
-from .inputs import inspect_input
+from .inputs import MAX_DIMENSION, inspect_input
 from .outputs import output_format
 
 
@@ -94,6 +95,20 @@ def parse_param_override(text: str) -> tuple[str, ParamValue]:
     return name, ParamValue(value, span)
 
 
+def _value_span(given: ParamValue) -> Span | None:
+    """The span of the value part of a ``--set NAME=VALUE`` (None for ``params=`` values)."""
+    span = given.span
+    if span is None or span.source.name != "--set":
+        return None
+    text = span.source.text
+    start = text.find("=") + 1
+    if start == 0 or "\n" in text:
+        return span
+    while start < len(text) and text[start] == " ":
+        start += 1
+    return Span(span.source, 1, start + 1, 1, max(len(text), start) + 1)
+
+
 def _suggest(name: str, candidates) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
@@ -109,6 +124,7 @@ class Builder:
         self.outputs: list[ir.Node] = []
         self.bindings: list[tuple[str, ir.Node]] = []
         self.saved: dict[str, ir.Node] = {}  # path -> the value this program saves there
+        self.param_uses: dict[int, str] = {}  # uid of a Const made for a use of a parameter -> its name
 
     # ------------------------------------------------------------ statements
 
@@ -119,12 +135,15 @@ class Builder:
                 hint = _suggest(name, declared)
                 raise ResolveError(f"--set {name}: the program declares no parameter {name!r}{hint}", value.span)
         for stmt in self.ast.statements:
-            if isinstance(stmt, ast.Param):
-                self._param(stmt)
-            elif isinstance(stmt, ast.Assign):
-                self._assign(stmt)
-            else:
-                self._expr_statement(stmt)
+            try:
+                if isinstance(stmt, ast.Param):
+                    self._param(stmt)
+                elif isinstance(stmt, ast.Assign):
+                    self._assign(stmt)
+                else:
+                    self._expr_statement(stmt)
+            except RecursionError:  # a safety net: expressions are built without recursion
+                raise ParseError("expression nested too deeply", stmt.span) from None
         return Program(
             outputs=tuple(self.outputs),
             bindings=tuple(self.bindings),
@@ -158,7 +177,8 @@ class Builder:
             self.env[stmt.name] = ir.Const(float(value), span=span)
 
     def _assign(self, stmt: ast.Assign) -> None:
-        self._check_bindable(stmt.name, stmt.name_span)
+        if stmt.name in RESERVED:
+            self._check_bindable(stmt.name, stmt.name_span)
         if stmt.name in self.params:
             raise ResolveError(f"{stmt.name!r} is a parameter and cannot be reassigned", stmt.name_span)
         value = self.expr(stmt.value)
@@ -186,11 +206,107 @@ class Builder:
 
     # ------------------------------------------------------------ expressions
 
-    def expr(self, node: ast.Expr) -> Any:
-        handler = _HANDLERS.get(type(node))
-        if handler is None:  # first sight of this AST class: one attribute lookup, then a dict hit
-            handler = _HANDLERS[type(node)] = getattr(Builder, f"_e_{type(node).__name__}")
-        return handler(self, node)
+    def expr(self, root: ast.Expr) -> Any:
+        """The value of an expression: an IR node, or a string/bool/tuple value for arguments.
+
+        Evaluated with an explicit stack, not by recursion on the AST: ``A + A + ... + A``
+        parses to a tree as deep as it has operators, and a generated program can nest
+        far past Python's recursion limit. Operands and arguments are evaluated and
+        checked left to right, with the errors a recursive walk would give in its order."""
+        leaf = _LEAVES.get(type(root))
+        if leaf is not None:  # a name or a literal: most operands, no stack needed
+            return leaf(self, root)
+        values: list[Any] = []  # the values of the operands evaluated so far
+        # What is left to do for the nodes above the current one, as (node, state). The
+        # state says how far the node got: for an operation, how many operands are on
+        # ``values``; for a call or a tuple, how many arguments (items). Leaf operands are
+        # evaluated on the spot; a node goes on the stack only while a child is evaluated.
+        stack: list[tuple[ast.Expr, int]] = []
+        node, state = root, 0
+        while True:
+            cls = type(node)
+            if cls is _BINOP:
+                if state == 0:
+                    left = node.left
+                    leaf = _LEAVES.get(type(left))
+                    if leaf is None:
+                        stack.append((node, 1))
+                        node = left
+                        continue
+                    values.append(leaf(self, left))
+                if state < 2:
+                    a = values[-1]
+                    if not isinstance(a, _NODE):
+                        self._matrix_or_scalar(a, node.left.span)  # raises
+                    right = node.right
+                    leaf = _LEAVES.get(type(right))
+                    if leaf is None:
+                        stack.append((node, 2))
+                        node, state = right, 0
+                        continue
+                    b = leaf(self, right)
+                else:
+                    b = values.pop()
+                    a = values[-1]
+                if not isinstance(b, _NODE):
+                    self._matrix_or_scalar(b, node.right.span)  # raises
+                if node.op == "@":
+                    values[-1] = _MATMUL(a, b, span=node.span)
+                else:
+                    values[-1] = _BINARY(node.op, a, b, span=node.span)
+            elif cls is _NEG or cls is _TRANSPOSE:
+                operand = node.operand
+                if state == 0:
+                    leaf = _LEAVES.get(type(operand))
+                    if leaf is None:
+                        stack.append((node, 1))
+                        node = operand
+                        continue
+                    x = leaf(self, operand)
+                else:
+                    x = values.pop()
+                if not isinstance(x, _NODE):
+                    self._matrix_or_scalar(x, operand.span)  # raises
+                if cls is _NEG:
+                    values.append(ir.Unary("neg", x, span=node.span))
+                else:
+                    values.append(x if x.type.is_scalar else ir.Transpose(x, span=node.span))
+            elif cls is _CALL:
+                if state == 0:
+                    if node.name in STATEMENT_FUNCTIONS:
+                        raise ResolveError(f"{node.name}() is a statement and gives no value", node.name_span)
+                    self._check_call(node)
+                positional = len(node.args)
+                total = positional + len(node.keywords)
+                if state < total:
+                    if state < positional:
+                        item = node.args[state]
+                    else:
+                        self._check_keyword(node, state - positional)
+                        item = node.keywords[state - positional].value
+                    stack.append((node, state + 1))
+                    node, state = item, 0
+                    continue
+                evaluated = values[len(values) - total :]
+                del values[len(values) - total :]
+                values.append(self._call(node, self._bind_values(node, evaluated)))
+            elif cls is _TUPLE:
+                total = len(node.items)
+                if state < total:
+                    stack.append((node, state + 1))
+                    node, state = node.items[state], 0
+                    continue
+                items = tuple(values[len(values) - total :])
+                del values[len(values) - total :]
+                values.append(TupleVal(items, node.span))
+            else:
+                leaf = _LEAVES.get(cls)
+                if leaf is None:  # an AST class this builder does not know
+                    raise TypeError(f"cannot build a {cls.__name__} expression")
+                values.append(leaf(self, node))
+            if not stack:
+                return values[0]
+            node, state = stack.pop()
 
     def _e_Number(self, node: ast.Number):
         return ir.Const(node.value, span=node.span)
@@ -201,14 +317,13 @@ class Builder:
     def _e_Bool(self, node: ast.Bool):
         return BoolVal(node.value, node.span)
 
-    def _e_TupleLit(self, node: ast.TupleLit):
-        return TupleVal(tuple(self.expr(i) for i in node.items), node.span)
-
     def _e_Var(self, node: ast.Var):
-        if node.name in self.env:
-            value = self.env[node.name]
-            if isinstance(value, ir.Const) and node.name in self.params:
-                return ir.Const(value.value, span=node.span)  # errors about a parameter point at its use
+        value = self.env.get(node.name)
+        if value is not None:
+            if type(value) is ir.Const and node.name in self.params:
+                use = ir.Const(value.value, span=node.span)  # errors about a parameter point at its use
+                self.param_uses[use.uid] = node.name
+                return use
             if isinstance(value, ir.Node):
                 return value
             # Re-anchor literals so errors point at this use, not the declaration.
@@ -218,25 +333,8 @@ class Builder:
         hint = _suggest(node.name, self.env)
         raise ResolveError(f"unknown name {node.name!r}{hint}", node.span)
 
-    def _e_Neg(self, node: ast.Neg):
-        x = self._matrix_or_scalar(self.expr(node.operand), node.operand.span)
-        return ir.Unary("neg", x, span=node.span)
-
-    def _e_Transpose(self, node: ast.Transpose):
-        x = self._matrix_or_scalar(self.expr(node.operand), node.operand.span)
-        return x if x.type.is_scalar else ir.Transpose(x, span=node.span)
-
-    def _e_BinOp(self, node: ast.BinOp):
-        a = self._matrix_or_scalar(self.expr(node.left), node.left.span)
-        b = self._matrix_or_scalar(self.expr(node.right), node.right.span)
-        if node.op == "@":
-            return ir.MatMul(a, b, span=node.span)
-        return ir.Binary(node.op, a, b, span=node.span)
-
-    def _e_Call(self, node: ast.Call):
-        if node.name in STATEMENT_FUNCTIONS:
-            raise ResolveError(f"{node.name}() is a statement and gives no value", node.name_span)
-        args = self._bind_args(node)
+    def _call(self, node: ast.Call, args: dict[str, Any]) -> ir.Node:
+        """A function call whose arguments are evaluated and bound (``args``)."""
         name = node.name
         if name in ("random", "randn", "zeros", "ones", "eye"):
             if name == "eye":
@@ -257,6 +355,16 @@ class Builder:
     # ------------------------------------------------------------ helpers
 
     def _bind_args(self, call: ast.Call) -> dict[str, Any]:
+        """Check a call's arguments against its signature and evaluate them, in order."""
+        self._check_call(call)
+        values = [self.expr(arg) for arg in call.args]
+        for index, kw in enumerate(call.keywords):
+            self._check_keyword(call, index)
+            values.append(self.expr(kw.value))
+        return self._bind_values(call, values)
+
+    def _check_call(self, call: ast.Call) -> None:
+        """What can be checked of a call before its arguments are evaluated: the name and the arity."""
         if call.name not in FUNCTIONS:
             raise ResolveError(f"unknown function {call.name!r}{_suggest(call.name, FUNCTIONS)}", call.name_span)
         sig = FUNCTIONS[call.name]
@@ -270,16 +378,23 @@ class Builder:
                 f"({want}), got {len(call.args)}",
                 call.span,
             )
-        bound: dict[str, Any] = {}
-        for name, arg in zip(sig.positional, call.args, strict=False):
-            bound[name] = self.expr(arg)
-        for kw in call.keywords:
-            if kw.name not in sig.keywords and kw.name not in sig.positional:
-                allowed = ", ".join(sig.keywords) or "none"
-                raise ResolveError(f"{call.name}() has no argument {kw.name!r} (keywords: {allowed})", kw.span)
-            if kw.name in bound:
-                raise ResolveError(f"{call.name}() got {kw.name!r} twice", kw.span)
-            bound[kw.name] = self.expr(kw.value)
+
+    def _check_keyword(self, call: ast.Call, index: int) -> None:
+        """Keyword ``index`` of a call is one the function has, and not given already."""
+        sig = FUNCTIONS[call.name]
+        kw = call.keywords[index]
+        if kw.name not in sig.keywords and kw.name not in sig.positional:
+            allowed = ", ".join(sig.keywords) or "none"
+            raise ResolveError(f"{call.name}() has no argument {kw.name!r} (keywords: {allowed})", kw.span)
+        if kw.name in sig.positional[: len(call.args)] or any(k.name == kw.name for k in call.keywords[:index]):
+            raise ResolveError(f"{call.name}() got {kw.name!r} twice", kw.span)
+
+    def _bind_values(self, call: ast.Call, values: list[Any]) -> dict[str, Any]:
+        """Argument name -> value, from the evaluated positional then keyword arguments."""
+        sig = FUNCTIONS[call.name]
+        bound: dict[str, Any] = dict(zip(sig.positional, values[: len(call.args)], strict=False))
+        for kw, value in zip(call.keywords, values[len(call.args) :], strict=True):
+            bound[kw.name] = value
         for name, default in sig.keywords.items():
             bound.setdefault(name, default)
         return bound
@@ -291,34 +406,79 @@ class Builder:
         raise ResolveError(f"expected a matrix or a number here, got {what}", getattr(value, "span", None) or span)
 
     def _static_number(self, value: Any) -> float | None:
-        """The value of a scalar expression built only from numbers and parameters."""
+        """The value of a scalar expression built only from numbers and parameters.
+
+        Iterative (``1 + 1 + ... + 1`` is as deep as it is long): a post-order walk over
+        negations and arithmetic, with the recursive definition's results."""
         if isinstance(value, ir.Const):
             return value.value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)  # a signature default
-        if isinstance(value, ir.Unary) and value.operator == "neg":
-            inner = self._static_number(value.x)
-            return None if inner is None else -inner
-        if isinstance(value, ir.Binary):
-            a, b = self._static_number(value.a), self._static_number(value.b)
-            if a is None or b is None or (value.operator == "/" and b == 0):
-                return None
-            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0}[value.operator]
-        return None
+        results: list[float | None] = []
+        stack: list[tuple[Any, bool]] = [(value, False)]
+        while stack:
+            node, ready = stack.pop()
+            if isinstance(node, ir.Const):
+                results.append(node.value)
+            elif isinstance(node, ir.Unary) and node.operator == "neg":
+                if not ready:
+                    stack.append((node, True))
+                    stack.append((node.x, False))
+                elif results[-1] is not None:
+                    results[-1] = -results[-1]
+            elif isinstance(node, ir.Binary):
+                if not ready:
+                    stack.append((node, True))
+                    stack.append((node.b, False))
+                    stack.append((node.a, False))
+                    continue
+                b = results.pop()
+                a = results[-1]
+                if a is None or b is None or (node.operator == "/" and b == 0):
+                    results[-1] = None
+                else:
+                    results[-1] = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0}[node.operator]
+            else:
+                results.append(None)
+        return results[0]
 
-    def _whole(self, value: Any, what: str, minimum: int) -> int:
+    def _whole(self, value: Any, what: str, minimum: int, maximum: int | None = None) -> int:
         number = self._static_number(value)
         span = getattr(value, "span", None)
         if number is None:
             raise ResolveError(f"{what} must be a number known before the run (a literal or a parameter)", span)
-        if number != int(number):
-            raise ResolveError(f"{what} must be a whole number, got {number:g}", span)
-        if number < minimum:
-            raise ResolveError(f"{what} must be at least {minimum}, got {number:g}", span)
-        return int(number)
+        problem = None
+        if not math.isfinite(number):
+            problem = "must be a finite whole number"
+        elif number != int(number):
+            problem = "must be a whole number"
+        elif number < minimum:
+            problem = f"must be at least {minimum}"
+        elif maximum is not None and number > maximum:
+            problem = f"must be at most {maximum}"
+        if problem is None:
+            return int(number)
+        shown = f"{number:g}"
+        override = self._override_of(value)
+        if override is not None:  # a parameter set from outside: point at where it was set
+            name, given = override
+            value_span = _value_span(given)
+            if value_span is None:  # params= of the Python API: no text to point at
+                raise ResolveError(f"parameter {name!r}: {what} {problem}, got {shown}", span)
+            typed = value_span.source.text[value_span.column - 1 : value_span.end_column - 1]
+            shown = repr(typed) if typed == shown else f"{typed!r} ({shown})"
+            raise ResolveError(f"--set {name}: {what} {problem}, got {shown}", value_span)
+        raise ResolveError(f"{what} {problem}, got {shown}", span)
+
+    def _override_of(self, value: Any) -> tuple[str, ParamValue] | None:
+        """(name, value) if ``value`` is a use of a parameter set with ``--set`` (or ``params=``)."""
+        name = self.param_uses.get(getattr(value, "uid", None))
+        if name is None or name not in self.overrides:
+            return None
+        return name, self.overrides[name]
 
     def _size(self, value: Any) -> int:
-        return self._whole(value, "a matrix size", minimum=1)
+        return self._whole(value, "a matrix size", minimum=1, maximum=MAX_DIMENSION)
 
     def _opt_str(self, value: Any) -> str | None:
         if value is None or isinstance(value, str):
@@ -382,7 +542,14 @@ class Builder:
         return value
 
 
-_HANDLERS: dict[type, Any] = {}  # AST class -> Builder._e_<class>
+_BINOP, _NEG, _TRANSPOSE, _CALL, _TUPLE = ast.BinOp, ast.Neg, ast.Transpose, ast.Call, ast.TupleLit
+_NODE, _MATMUL, _BINARY = ir.Node, ir.MatMul, ir.Binary  # (module globals: one lookup, not two)
+_LEAVES: dict[type, Any] = {  # AST classes without sub-expressions -> their Builder method
+    ast.Number: Builder._e_Number,
+    ast.String: Builder._e_String,
+    ast.Bool: Builder._e_Bool,
+    ast.Var: Builder._e_Var,
+}
 
 
 def build(

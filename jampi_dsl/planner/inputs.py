@@ -3,7 +3,10 @@ and for inputs the shape and dtype (read from headers, never the data)."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +16,9 @@ from ..errors import InputError, Span
 
 FORMATS = ("npy", "csv", "parquet")
 SHAPE_KEY = b"jampi.shape"  # Parquet key-value metadata jampi writes, so empty last rows keep the shape
+# Rows or columns of one matrix. Beyond it, 32-bit indexing (Spark, BLAS) breaks, and with both
+# dimensions below it rows * cols stays far inside int64 (the flat index of an entry).
+MAX_DIMENSION = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,28 @@ def read_npy_header(path: str, span: Span | None = None) -> tuple[tuple[int, ...
         raise InputError(f"{path} is a folder, not a .npy file", span) from None
     except PermissionError:
         raise InputError(f"cannot read {path}: permission denied", span) from None
-    except (ValueError, OSError, SyntaxError) as err:
-        raise InputError(f"{path} is not a valid .npy file ({err})", span) from None
-    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    except NPY_HEADER_ERRORS as err:
+        raise InputError(f"{path} is not a valid .npy file ({npy_error_text(err)})", span) from None
+    if any(type(n) is not int or n < 0 for n in shape):  # (a bool is no dimension)
+        raise InputError(f"{path} is not a valid .npy file (its header gives the shape {shape!r})", span)
+    # Python integers: an absurd shape must not wrap around in int64 and pass for small.
+    expected = offset + math.prod(shape) * dtype.itemsize
     if os.path.getsize(path) < expected:
         raise InputError(f"{path} is truncated: its header promises {expected} bytes", span)
     return shape, dtype, fortran, offset
+
+
+# What NumPy raises for a malformed .npy header: its own checks raise ValueError, but the header
+# is a Python literal read with tokenize and ast, whose errors pass through unwrapped.
+NPY_HEADER_ERRORS = (ValueError, OSError, SyntaxError, TypeError, EOFError, tokenize.TokenError)
+
+
+def npy_error_text(err: BaseException) -> str:
+    """A short reason for a .npy read error (NumPy quotes the whole header, which may be long)."""
+    if isinstance(err, tokenize.TokenError):
+        return "its header is cut off or corrupt"
+    text = str(err) or type(err).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def npy_matrix_dtype(path: str, shape: tuple[int, ...], dtype: np.dtype, span: Span | None) -> str:
@@ -69,6 +91,9 @@ def npy_matrix_dtype(path: str, shape: tuple[int, ...], dtype: np.dtype, span: S
         raise InputError(f"{os.path.basename(path)} holds a {len(shape)}-D array; jampi matrices are 2-D", span)
     if min(shape) < 1:
         raise InputError(f"{os.path.basename(path)} is empty ({shape[0]}x{shape[1]})", span)
+    if max(shape) > MAX_DIMENSION:
+        raise InputError(f"{os.path.basename(path)} is {shape[0]}x{shape[1]}; jampi matrices have at most "
+                         f"{MAX_DIMENSION} rows and columns", span)
     if dtype.kind == "f" and dtype.itemsize in (4, 8):
         return "float32" if dtype.itemsize == 4 else "float64"
     if dtype.kind in "iub":  # integers and booleans load as float64, as NumPy arithmetic would give
@@ -102,7 +127,11 @@ def csv_shape(path: str, span: Span | None) -> tuple[int, int]:
 
 
 def parquet_info(path: str, shape: tuple[int, int] | None, form: str | None, span: Span | None):
-    """(form, shape, dtype) of a Parquet file or directory, from its schema, metadata and statistics."""
+    """(form, shape, dtype) of a Parquet file or directory, from its schema, metadata and statistics.
+
+    Every part file's footer is checked (a folder's parts may disagree with the first one,
+    whose schema the dataset reports), so bad index columns are an input error before anything
+    runs, not a failure in the middle of it."""
     if not os.path.exists(path):
         raise InputError(f"file not found: {path}", span)
     import pyarrow.parquet as pq
@@ -118,36 +147,122 @@ def parquet_info(path: str, shape: tuple[int, int] | None, form: str | None, spa
         raise InputError(f"{path} has columns {sorted(names)}; expected i, j, v (coordinate) or i, row (rows)", span)
     if form not in (None, detected):
         raise InputError(f"form={form!r} but {path} is in {detected} form", span)
-    import pyarrow as pa
-
-    value_type = schema.field("v").type if detected == "coordinate" else schema.field("row").type
-    if detected == "rows":
-        if not pa.types.is_list(value_type) and not pa.types.is_large_list(value_type):
-            raise InputError(f"{path}: column 'row' must be an array of numbers, got {value_type}", span)
-        value_type = value_type.value_type
-    if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
-        raise InputError(f"{path}: values must be numeric, got {value_type}", span)
-    dtype = "float32" if pa.types.is_float32(value_type) else "float64"
+    dtype = _value_dtype(schema, detected, path, span)
     stored = (schema.metadata or {}).get(SHAPE_KEY)
+    for part in _part_files(dataset, path):
+        _check_part(pq, part, detected, span)
     if shape is None and stored:
-        shape = tuple(int(x) for x in stored.decode().split(","))
+        shape = _stored_shape(stored, path, span)
     if shape is None:
         shape = _shape_from_indices(dataset, detected, path, span)
     return detected, (int(shape[0]), int(shape[1])), dtype
 
 
+def _value_dtype(schema, form: str, path: str, span) -> str:
+    """float32 or float64, from the value column's type (``v``, or the items of ``row``)."""
+    import pyarrow as pa
+
+    value_type = schema.field("v").type if form == "coordinate" else schema.field("row").type
+    if form == "rows":
+        if not pa.types.is_list(value_type) and not pa.types.is_large_list(value_type):
+            raise InputError(f"{path}: column 'row' must be an array of numbers, got {value_type}", span)
+        value_type = value_type.value_type
+    if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
+        raise InputError(f"{path}: values must be numeric, got {value_type}", span)
+    return "float32" if pa.types.is_float32(value_type) else "float64"
+
+
+def _part_files(dataset, path: str) -> list[str]:
+    files = getattr(dataset, "files", None)
+    return list(files) if files else [path]
+
+
+def _check_part(pq, part: str, form: str, span) -> None:
+    """One part file's footer: the index columns are integers without missing values (where the
+    statistics tell), and its values are numbers."""
+    import pyarrow as pa
+
+    try:
+        metadata = pq.read_metadata(part)  # the footer only
+        schema = metadata.schema.to_arrow_schema()
+    except Exception as err:  # pyarrow raises several types for unreadable files
+        raise InputError(f"{part} is not a readable Parquet file ({err})", span) from None
+    indices = ("i", "j") if form == "coordinate" else ("i",)
+    for name in (*indices, "v" if form == "coordinate" else "row"):
+        if name not in schema.names:
+            raise InputError(f"{part} has no column {name!r} (its columns: {', '.join(schema.names)})", span)
+    for name in indices:
+        kind = schema.field(name).type
+        if not pa.types.is_integer(kind):
+            raise InputError(f"{part}: column {name!r} must hold integers, got {kind}", span)
+    _value_dtype(schema, form, part, span)  # numeric (parts of different widths are read as the first's)
+    positions = {metadata.schema.column(k).path: k for k in range(metadata.num_columns)}
+    for name in indices:
+        column = positions.get(name)
+        for group in range(metadata.num_row_groups) if column is not None else ():
+            stats = metadata.row_group(group).column(column).statistics
+            if stats is not None and stats.has_null_count and stats.null_count:
+                raise InputError(f"{part}: column {name!r} has missing values", span)
+
+
+def _stored_shape(stored: bytes, path: str, span) -> tuple[int, int]:
+    """The shape jampi wrote into the metadata: two positive whole numbers, "rows,cols"."""
+    try:
+        text = stored.decode("ascii")
+        shown = repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
+    except UnicodeDecodeError:
+        text, shown = "", repr(stored[:60]) + ("..." if len(stored) > 60 else "")
+    parts = text.split(",")
+    if len(text) > 60 or len(parts) != 2 or not all(re.fullmatch(r"\s*[0-9]+\s*", p) for p in parts):
+        raise InputError(f"{path}: its {SHAPE_KEY.decode()} metadata is {shown}, not \"rows,cols\" "
+                         "(two whole numbers); give shape=(rows, cols) or rewrite the file", span)
+    rows, cols = (int(p) for p in parts)
+    _check_dimensions(rows, cols, f"{path}: its {SHAPE_KEY.decode()} metadata gives the shape {shown}", span)
+    return rows, cols
+
+
+def _check_dimensions(rows: int, cols: int, what: str, span) -> None:
+    if rows < 1 or cols < 1:
+        raise InputError(f"{what}; rows and columns must be at least 1", span)
+    if rows > MAX_DIMENSION or cols > MAX_DIMENSION:
+        raise InputError(f"{what}; jampi matrices have at most {MAX_DIMENSION} rows and columns", span)
+
+
 def _shape_from_indices(dataset, form: str, path: str, span):
-    table = dataset.read(columns=["i", "j"] if form == "coordinate" else ["i", "row"])
+    try:
+        table = dataset.read(columns=["i", "j"] if form == "coordinate" else ["i", "row"])
+    except Exception as err:  # pyarrow raises several types for unreadable or mismatched parts
+        raise InputError(f"{path}: cannot read its index columns ({err})", span) from None
     if table.num_rows == 0:
         raise InputError(f"{path} has no entries; give shape=(rows, cols)", span)
-    i = table.column("i").to_numpy()
+    rows = _extent(table, "i", path, span)
     if form == "coordinate":
-        j = table.column("j").to_numpy()
-        return int(i.max()) + 1, int(j.max()) + 1
+        cols = _extent(table, "j", path, span)
+    else:
+        import pyarrow.compute as pc
+
+        row = table.column("row")
+        if row.null_count:
+            raise InputError(f"{path}: column 'row' has missing values", span)
+        cols = int(pc.max(pc.list_value_length(row)).as_py() or 0)
+    _check_dimensions(rows, cols, f"{path}: its indices give the shape {rows}x{cols}", span)
+    return rows, cols
+
+
+def _extent(table, name: str, path: str, span) -> int:
+    """Largest index in column ``name`` plus one, the column checked (integers, no missing values)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    lengths = pc.list_value_length(table.column("row")).to_numpy(zero_copy_only=False)
-    return int(i.max()) + 1, int(lengths.max())
+    column = table.column(name)
+    if not pa.types.is_integer(column.type):
+        raise InputError(f"{path}: column {name!r} must hold integers, got {column.type}", span)
+    if column.null_count:
+        raise InputError(f"{path}: column {name!r} has missing values", span)
+    smallest, largest = (pc.min_max(column)[k].as_py() for k in ("min", "max"))
+    if smallest < 0:
+        raise InputError(f"{path}: column {name!r} has a negative index {smallest}", span)
+    return largest + 1
 
 
 def inspect_input(
