@@ -64,8 +64,13 @@ class Transpose(Expr):
 
 
 @dataclass(frozen=True)
+class Not(Expr):
+    operand: Expr
+
+
+@dataclass(frozen=True)
 class BinOp(Expr):
-    op: str  # one of + - * / @
+    op: str  # @, or an elementwise operator of jampi_dsl.ops: + - * / ** < <= > >= == != and or
     left: Expr
     right: Expr
 

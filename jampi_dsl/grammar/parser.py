@@ -34,7 +34,8 @@ _TOKEN_WORDS = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "end of line",
     "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "EQUAL": "'='", "PLUS": "'+'", "MINUS": "'-'",
     "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "TRANSPOSE": "'.T'", "PARAM": "'param'",
-    "TRUE": "'true'", "FALSE": "'false'", "$END": "end of input",
+    "TRUE": "'true'", "FALSE": "'false'", "$END": "end of input", "AND": "'and'", "OR": "'or'",
+    "NOT": "'not'", "COMPARE": "a comparison", "__ANON_0": "'**'",
 }
 
 
@@ -126,6 +127,15 @@ class _ToAst(Transformer):
 
     # operators
     add, sub, mul, div, matmul = (_binary(o) for o in "+-*/@")
+    pow, and_, or_ = _binary("**"), _binary("and"), _binary("or")
+
+    def compare(self, children):
+        left, op, right = children
+        return ast.BinOp(self._span(left, right), str(op), left, right)
+
+    def not_(self, children):
+        keyword, operand = children
+        return ast.Not(self._span(keyword, operand), operand)
 
     def neg(self, children):
         minus, operand = children

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, ParseError, ResolveError, Source, Span
+from .. import ops
+from ..errors import InputError, ParseError, ResolveError, ShapeError, Source, Span
 from ..gcpause import paused_gc
 from ..grammar import ast
 from ..grammar.ast import source_text
@@ -61,18 +62,20 @@ FUNCTIONS: dict[str, Signature] = {
     "zeros": Signature(("r", "c"), dict(_DTYPE_KW)),
     "ones": Signature(("r", "c"), dict(_DTYPE_KW)),
     "eye": Signature(("n",), dict(_DTYPE_KW)),
-    "sum": Signature(("x",), {}),
+    **{name: Signature(("x",), {"axis": None}) for name in ir.AXIS_REDUCE_OPS},
     "trace": Signature(("x",), {}),
     "norm": Signature(("x",), {}),
-    "abs": Signature(("x",), {}),
-    "sqrt": Signature(("x",), {}),
-    "exp": Signature(("x",), {}),
-    "log": Signature(("x",), {}),
+    "nrow": Signature(("x",), {}),
+    "ncol": Signature(("x",), {}),
+    # every elementwise function of jampi_dsl.ops, with its arity
+    **{op.name: Signature(("x", "y", "z")[: op.arity] if op.arity < 3 else ("c", "a", "b"), {})
+       for op in ops.FUNCTIONS.values()},
     "save": Signature(("x", "path"), {"format": None, "form": None}),
     "print": Signature(("x",), {}),
 }
 STATEMENT_FUNCTIONS = ("save", "print")
-RESERVED = frozenset(FUNCTIONS) | {"param", "true", "false"}
+KEYWORDS = frozenset({"param", "true", "false", "and", "or", "not"})
+RESERVED = frozenset(FUNCTIONS) | KEYWORDS
 
 
 def parse_param_override(text: str) -> tuple[str, ParamValue]:
@@ -254,7 +257,7 @@ class Builder:
                     values[-1] = _MATMUL(a, b, span=node.span)
                 else:
                     values[-1] = _BINARY(node.op, a, b, span=node.span)
-            elif cls is _NEG or cls is _TRANSPOSE:
+            elif cls is _NEG or cls is _TRANSPOSE or cls is _NOT:
                 operand = node.operand
                 if state == 0:
                     leaf = _LEAVES.get(type(operand))
@@ -267,8 +270,8 @@ class Builder:
                     x = values.pop()
                 if not isinstance(x, _NODE):
                     self._matrix_or_scalar(x, operand.span)  # raises
-                if cls is _NEG:
-                    values.append(ir.Unary("neg", x, span=node.span))
+                if cls is _NEG or cls is _NOT:
+                    values.append(ir.Unary("neg" if cls is _NEG else "not", x, span=node.span))
                 else:
                     values.append(x if x.type.is_scalar else ir.Transpose(x, span=node.span))
             elif cls is _CALL:
@@ -347,10 +350,31 @@ class Builder:
             return ir.Generate(kind, shape, self._dtype(args["dtype"]) or "float64", seed, span=node.span)
         if name == "load":
             return self._load(node, args)
+        declared = ops.FUNCTIONS.get(name)
+        if declared is not None:
+            operands = [self._matrix_or_scalar(args[p], self._arg_span(node, i, p))
+                        for i, p in enumerate(FUNCTIONS[name].positional)]
+            if declared.arity == 3:
+                return ir.Where(*operands, span=node.span)
+            if declared.arity == 2:
+                return ir.Binary(name, *operands, span=node.span)
+            return ir.Unary(name, *operands, span=node.span)
         x = self._matrix_or_scalar(args["x"], node.args[0].span)
+        if name in ("nrow", "ncol"):
+            if not x.type.is_matrix:
+                raise ShapeError(f"{name}() needs a matrix, got a scalar", node.args[0].span)
+            return ir.Const(float(x.type.shape[0 if name == "nrow" else 1]), span=node.span)
         if name in ir.REDUCE_OPS:
-            return ir.Reduce(name, x, span=node.span)
-        return ir.Unary(name, x, span=node.span)
+            axis = args.get("axis")
+            axis = None if axis is None else self._whole(axis, "axis", minimum=0)
+            return ir.Reduce(name, x, axis=axis, span=node.span)
+        raise ResolveError(f"{name}() cannot be used here", node.name_span)  # pragma: no cover
+
+    @staticmethod
+    def _arg_span(call: ast.Call, index: int, name: str) -> Span:
+        if index < len(call.args):
+            return call.args[index].span
+        return next((k.span for k in call.keywords if k.name == name), call.span)
 
     # ------------------------------------------------------------ helpers
 
@@ -543,6 +567,7 @@ class Builder:
 
 
 _BINOP, _NEG, _TRANSPOSE, _CALL, _TUPLE = ast.BinOp, ast.Neg, ast.Transpose, ast.Call, ast.TupleLit
+_NOT = ast.Not
 _NODE, _MATMUL, _BINARY = ir.Node, ir.MatMul, ir.Binary  # (module globals: one lookup, not two)
 _LEAVES: dict[type, Any] = {  # AST classes without sub-expressions -> their Builder method
     ast.Number: Builder._e_Number,

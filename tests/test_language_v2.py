@@ -1,0 +1,92 @@
+"""Language version 2, expressions: ** and comparisons, and/or/not, where, maximum/minimum,
+tanh/sign, nrow/ncol, broadcasting and reductions with axis=, as .lin programs on the
+driver and on Spark, against NumPy; and their static errors, with file:line:col."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jampi_dsl
+from jampi_dsl.cli import main
+from jampi_dsl.executors.blockgen import generate
+
+STANDARDISE = """
+param n = 600
+X = randn(n, 40, seed=1) @ randn(40, 300, seed=2)
+mu = mean(X, axis=0)
+sd = sqrt(sum((X - mu) ** 2, axis=0) / (nrow(X) - 1))
+Z = (X - mu) / sd
+print(sum(Z, axis=0))
+print(max(abs(Z)))
+print(argmax(X, axis=1))
+R = where(X > 0, X, 0) + maximum(X, -0.5) * tanh(X) - sign(X) ** 2
+print(sum(R))
+print(min(R, axis=1))
+print(ncol(X) == 300 and not nrow(X) < 600 or 0)
+"""
+
+
+def _expected():
+    X = generate("normal", (600, 40), "float64", seed=1) @ generate("normal", (40, 300), "float64", seed=2)
+    mu = X.mean(axis=0, keepdims=True)
+    sd = np.sqrt(((X - mu) ** 2).sum(axis=0, keepdims=True) / (X.shape[0] - 1))
+    Z = (X - mu) / sd
+    R = np.where(X > 0, X, 0) + np.maximum(X, -0.5) * np.tanh(X) - np.sign(X) ** 2
+    return {
+        "sum(Z, axis=0)": Z.sum(axis=0, keepdims=True),
+        "max(abs(Z))": float(np.abs(Z).max()),
+        "argmax(X, axis=1)": X.argmax(axis=1)[:, None].astype(float),
+        "sum(R)": float(R.sum()),
+        "min(R, axis=1)": R.min(axis=1, keepdims=True),
+        "ncol(X) == 300 and not nrow(X) < 600 or 0": 1.0,
+    }
+
+
+@pytest.mark.parametrize("executor", ["local", "auto"])
+def test_v2_expressions_on_the_driver(executor):
+    _compare(jampi_dsl.session(executor=executor).run_text(STANDARDISE), _expected())
+
+
+def test_v2_expressions_on_spark(spark):
+    """The product is a Cannon stage, so every elementwise step and reduction after it is distributed."""
+    js = jampi_dsl.session(executor="cannon")
+    plan = jampi_dsl.api.plan_source(STANDARDISE, "<v2>", resources=js.resources, executor="cannon")
+    assert sum(1 for s in plan.steps if s.method == "spark") > 10
+    _compare(js.run_text(STANDARDISE), _expected())
+
+
+def _compare(values, expected):
+    assert set(values) == set(expected)
+    for label, want in expected.items():
+        got = values[label]
+        if isinstance(want, float):
+            assert got == pytest.approx(want, rel=1e-10, abs=1e-9), label
+        else:
+            assert got.shape == want.shape, label
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9, err_msg=label)
+
+
+@pytest.mark.parametrize("program,message,where", [
+    ("A = ones(3, 4)\nB = ones(4, 3)\nprint(A + B)\n", "needs equal shapes or shapes that broadcast", ":3:7"),
+    ("A = ones(3, 4)\nprint(A * ones(1, 3))\n", "got 3x4 and 1x3", ":2:7"),
+    ("A = ones(3, 4)\nprint(argmax(A))\n", "needs axis=0 or axis=1", ":2:7"),
+    ("A = ones(3, 4)\nprint(sum(A, axis=2))\n", "axis must be 0 or 1", ":2:7"),
+    ("A = ones(3, 4)\nprint(A and A)\n", "combines scalar conditions", ":2:7"),
+    ("and = 3\n", "unexpected 'and'", ":1:1"),
+    ("A = ones(2, 2)\nprint(nrow(2))\n", "nrow() needs a matrix", ":2:12"),
+    ("A = ones(2, 2)\nprint(where(A, A))\n", "where() takes 3 arguments", ":2:7"),
+])
+def test_static_errors(tmp_path, capsys, program, message, where):
+    path = tmp_path / "bad.lin"
+    path.write_text(program)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and f"{path}{where}" in err, err
+
+
+def test_precedence_matches_the_contract():
+    values = jampi_dsl.session(executor="local").run_text(
+        "a = -2 ** 2\nb = 2 ** 3 ** 2\nc = 2 * 3 ** 2\nd = 1 + 2 < 4 and 0 or 1 - 1\ne = not 0 == 1\n"
+        "print(a)\nprint(b)\nprint(c)\nprint(d)\nprint(e)\n")
+    assert values == {"a": -4.0, "b": 512.0, "c": 18.0, "d": 0.0, "e": 1.0}
