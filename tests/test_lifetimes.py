@@ -59,6 +59,8 @@ def test_explain_json_shows_materialise_and_release_points(tmp_path, capsys):
         assert node["lifetime"]["release_after"] >= node["id"]
         assert all(node["lifetime"]["release_after"] >= 0 for _ in node["inputs"])
     assert any(n["lifetime"]["materialize"] for n in nodes)
+    products = [n for n in nodes if n["method"] == "cannon"]
+    assert products and all(n["physical"]["grid"] >= 1 and len(n["physical"]["block"]) == 2 for n in products)
 
 
 @pytest.mark.parametrize("force_gc", [False, True], ids=["plain", "gc-between-steps"])
@@ -138,3 +140,59 @@ def test_cannon_stage_takes_its_grid_from_the_plan(spark):
                          RunContext(spark_factory=lambda: spark, options={"cannon_config": config})).values
         np.testing.assert_allclose(values["A @ B"], expected, rtol=1e-12)
         assert {row["q"] for row in config.stats} == {grid} and len(config.stats) == grid * grid
+
+
+_KILL_CHILD = """
+import json, os, signal, sys
+import numpy as np, psutil
+from benchmarks.pipeline import cg_numpy, cg_program
+from jampi_dsl.api import plan_source, resources_for
+from jampi_dsl.errors import ExecutionError
+from jampi_dsl.executors.base import RunContext
+from jampi_dsl.executors.runner import execute
+from jampi_dsl.session import spark_for_plans
+
+killed = []
+
+def kill_workers(step, seconds):
+    if step.lifetime.materialize and not killed:
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if "pyspark.daemon" in " ".join(proc.cmdline()):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(proc.pid)
+            except psutil.Error:
+                pass
+
+spark = spark_for_plans("local[4]", {})
+plan = plan_source(cg_program(), "<cg>", resources=resources_for("local[4]", {}), executor="cannon")
+try:
+    w = execute(plan, RunContext(spark_factory=lambda: spark), on_done=kill_workers).values["w"]
+    ref, _ = cg_numpy()
+    out = {"error": None, "rel": float(np.linalg.norm(w - ref) / np.linalg.norm(ref))}
+except ExecutionError as err:
+    out = {"error": err.message, "node": err.node}
+out["killed"] = len(killed)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_killing_the_python_workers_between_steps():
+    """SIGKILL every Python worker after a shared value is materialised (its own Spark, in a
+    child: a crashed worker would disturb the shared session): NumPy's answer or one line
+    naming a step, within a bounded time, never a hang."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", _KILL_CHILD], capture_output=True, text=True, timeout=300,
+                          cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line is not None, done.stderr[-3000:]
+    out = json.loads(line[len("RESULT "):])
+    assert out["killed"] > 0
+    if out["error"] is None:
+        assert out["rel"] <= 1e-9
+    else:
+        assert out["node"] and "\n" not in out["error"]

@@ -64,8 +64,9 @@ class BroadcastExecutor(Executor):
     @handles(ir.MatMul)
     def matmul(self, node: ir.MatMul | ir.Gemm, inputs, ctx: RunContext):
         a, b = inputs
-        # The planner picked broadcast because one side is small: the smaller one is shipped.
-        big_on_left = node.a.type.nbytes > node.b.type.nbytes
+        # The plan says which side is shipped (the smaller); a product run outside a plan derives it.
+        step = ctx.step if ctx.step is not None and ctx.step.node is node else None
+        big_on_left = (step.ships == "b") if step is not None and step.ships else node.a.type.nbytes > node.b.type.nbytes
         if big_on_left:
             small = to_local(b)
             small = small.T if node.trans_b else small

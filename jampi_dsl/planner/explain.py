@@ -66,29 +66,33 @@ def to_text_tree(plan: PhysicalPlan) -> Tree:
     tree.add(Text(f"resources: {where}; driver budget {res.driver_budget / 2**30:.1f} GiB", style="dim"))
     shown: set[int] = set()
 
-    def add(parent: Tree, node: ir.Node) -> None:
-        step = plan.step(node)
-        label = Text()
-        label.append(_node_text(step, refs), style="bold")
-        if node.type.kind != "output":
-            label.append(f"  {node.type}", style="green")
-        colour = METHOD_COLOURS.get(step.method, "white")
-        label.append(f"  [{step.method}{' forced' if step.forced else ''}]", style=colour)
-        if node.uid in shown:
-            label.append("  (shown above)", style="dim")
-            parent.add(label)
-            return
-        shown.add(node.uid)
-        if not isinstance(node, ir.Const):
-            why = step.reason
-            if step.runner_up is not None and not step.reason.startswith(("cheapest", "only method that")):
-                why += f"; runner-up {_runner_up_text(step)}"
-            label.append(f"  {why}", style="dim")
-        if step.method in DISTRIBUTED and node.type.is_matrix:
-            label.append(f"  [{_lifetime_text(plan, step, refs)}]", style="magenta")
-        branch = parent.add(label)
-        for child in node.children:
-            add(branch, child)
+    def add(parent: Tree, root: ir.Node) -> None:
+        # Depth first with an explicit stack: a chain of thousands of operators must not
+        # exhaust Python's recursion limit.
+        stack = [(parent, root)]
+        while stack:
+            branch_parent, node = stack.pop()
+            step = plan.step(node)
+            label = Text()
+            label.append(_node_text(step, refs), style="bold")
+            if node.type.kind != "output":
+                label.append(f"  {node.type}", style="green")
+            colour = METHOD_COLOURS.get(step.method, "white")
+            label.append(f"  [{step.method}{' forced' if step.forced else ''}]", style=colour)
+            if node.uid in shown:
+                label.append("  (shown above)", style="dim")
+                branch_parent.add(label)
+                continue
+            shown.add(node.uid)
+            if not isinstance(node, ir.Const):
+                why = step.reason
+                if step.runner_up is not None and not step.reason.startswith(("cheapest", "only method that")):
+                    why += f"; runner-up {_runner_up_text(step)}"
+                label.append(f"  {why}", style="dim")
+            if step.method in DISTRIBUTED and node.type.is_matrix:
+                label.append(f"  [{_lifetime_text(plan, step, refs)}]", style="magenta")
+            branch = branch_parent.add(label)
+            stack.extend((branch, child) for child in reversed(node.children))
 
     outputs = tree.add(Text("outputs", style="bold"))
     if not program.outputs:
@@ -108,7 +112,9 @@ def to_dict(plan: PhysicalPlan) -> dict[str, Any]:
     """The JSON form. Schema (version 1): {version, program, rewrites[], resources{}, outputs[ids],
     nodes[{id, name, op, text, kind, shape, dtype, inputs[ids], method, forced, reason,
     estimate{seconds, flops, bytes_moved, task_memory, stages} | null, runner_up{method, estimate|reason} | null,
-    lifetime{materialize, release_after: id}}]}: ``materialize`` true when the value is computed once
+    lifetime{materialize, release_after: id}, physical{grid, block, ships}}]}: ``physical`` holds what
+    a product's executor takes from the plan (a Cannon step's grid side and result block, the
+    operand a broadcast step ships); ``materialize`` true when the value is computed once
     and kept on the executors (memory, then disk), ``release_after`` the node after which it is freed."""
     refs = _refs(plan)
     ids = {step.node.uid: index for index, step in enumerate(plan.steps)}
@@ -140,6 +146,8 @@ def to_dict(plan: PhysicalPlan) -> dict[str, Any]:
                 "runner_up": runner_up,
                 "lifetime": {"materialize": step.lifetime.materialize,
                              "release_after": step.lifetime.release_after},
+                "physical": {k: v for k, v in (("grid", step.grid), ("block", list(step.block or ()) or None),
+                                               ("ships", step.ships)) if v is not None},
             }
         )
     res = plan.resources

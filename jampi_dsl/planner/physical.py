@@ -38,6 +38,7 @@ class Step:
     writes: str | None = None
     lifetime: Lifetime | None = None  # set by lowering for every step of a plan
     grid: int | None = None  # a Cannon step's grid side q: q*q tasks, result blocks ceil(m/q) x ceil(n/q)
+    ships: str | None = None  # a broadcast step's operand shipped to every task: "a" or "b"
 
     @property
     def block(self) -> tuple[int, int] | None:
@@ -243,9 +244,19 @@ def lower(program: Program, resources: Resources | None = None, executor: str = 
                 step = _for_node(step, node)
         steps.append(step)
     steps = _write_through(tuple(steps), resources)
-    steps = tuple(_copy(step, lifetime=life, grid=cannon_grid(step.node, resources) if step.method == "cannon" else None)
+    steps = tuple(_copy(step, lifetime=life, **_physical_fields(step, resources))
                   for step, life in zip(steps, lifetimes(steps), strict=True))
     return PhysicalPlan(program, steps, resources)
+
+
+def _physical_fields(step: Step, resources: Resources) -> dict:
+    """What a product's executor needs that the method alone does not say."""
+    if step.method == "cannon":
+        return {"grid": cannon_grid(step.node, resources)}
+    if step.method == "broadcast":  # the smaller operand travels; the big one never moves
+        node = step.node
+        return {"ships": "b" if node.a.type.nbytes > node.b.type.nbytes else "a"}
+    return {}
 
 
 def _copy(step: Step, **fields) -> Step:
