@@ -27,6 +27,7 @@ from .planner.build import ParamValue, build
 from .planner.cost import Resources
 from .planner.graph import Program
 from .planner.inputs import inspect_input
+from .planner.linalg import FUNCTIONS as LINALG
 from .planner.passes import optimize
 from .planner.physical import PhysicalPlan, lower
 
@@ -263,6 +264,34 @@ class Matrix(_Lazy):
     def ne(self, other):
         return self._binary("!=", other)
 
+    # linear algebra, with LAPACK on the driver (jampi_dsl.planner.linalg)
+    def _factor(self, name: str, k: int | None = None):
+        parts = len(LINALG[name].parts)
+        out = tuple(Matrix(self.session, ir.Factor(name, self.node, part=i, k=k)) for i in range(parts))
+        return out if parts > 1 else out[0]
+
+    def inv(self):
+        return self._factor("inv")
+
+    def cholesky(self):
+        """The lower Cholesky factor of a symmetric positive definite matrix."""
+        return self._factor("cholesky")
+
+    def qr(self):
+        """``(Q, R)``, the reduced QR factorisation of a tall matrix."""
+        return self._factor("qr")
+
+    def svd(self, k: int | None = None):
+        """``(U, s, Vt)``: the thin SVD, or its leading ``k`` triplets; ``s`` is a column."""
+        return self._factor("svd", k)
+
+    def eigh(self):
+        """``(w, V)``: eigenvalues (a column, ascending) and eigenvectors of a symmetric matrix."""
+        return self._factor("eigh")
+
+    def diag(self):
+        return self._factor("diag")
+
     @property
     def nrow(self) -> int:
         return self.shape[0]
@@ -496,6 +525,33 @@ class Session:
     def where(self, c, a, b):
         """``a`` where ``c`` is non-zero, else ``b`` (lazy; all three broadcast)."""
         return self._elementwise("where", c, a, b)
+
+    def solve(self, a, b):
+        """``X`` with ``a @ X = b``."""
+        return Matrix(self, ir.Solve("solve", _node_of(a), _node_of(b)))
+
+    def lstsq(self, a, b):
+        """The least-squares ``X`` (minimum norm when ``a`` is rank-deficient)."""
+        return Matrix(self, ir.Solve("lstsq", _node_of(a), _node_of(b)))
+
+    def hcat(self, *parts):
+        """The matrices side by side."""
+        return self._concat(1, parts)
+
+    def vcat(self, *parts):
+        """The matrices one on top of the other."""
+        return self._concat(0, parts)
+
+    def _concat(self, axis: int, parts):
+        if not parts:
+            raise ResolveError("hcat()/vcat() need at least one matrix")
+        node = _node_of(parts[0])
+        for part in parts[1:]:
+            node = ir.Concat(axis, node, _node_of(part))
+        return Matrix(self, node)
+
+    def diag(self, x):
+        return Matrix(self, ir.Factor("diag", _node_of(x)))
 
     def maximum(self, a, b):
         return self._elementwise("maximum", a, b)

@@ -86,6 +86,12 @@ class ResolveError(JampiError):
     stage = "name error"
 
 
+class ArgumentError(ResolveError):
+    """A call's or a parameter's arguments: how many, which keywords, what values."""
+
+    stage = "argument error"
+
+
 class ShapeError(JampiError):
     """Shapes or dtypes do not fit together."""
 

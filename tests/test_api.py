@@ -72,3 +72,11 @@ def test_run_file_returns_printed_and_saved(js, tmp_path):
     assert values["s"] == 7.0
     np.testing.assert_array_equal(values[str(tmp_path / "x.npy")], 7 * np.eye(7))
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), 7 * np.eye(7))
+
+
+def test_literal_labels_name_no_array_id_and_distinct_arrays_stay_distinct():
+    js = jampi_dsl.session(executor="local")
+    a, b = np.ones((3, 2)), np.full((3, 2), 2.0)
+    expr = js.matrix(a) + js.matrix(b)
+    assert "array_id" not in expr.explain() and "literal(shape=3x2, dtype=float64)" in expr.explain()
+    np.testing.assert_array_equal(expr.to_numpy(), a + b)  # CSE must not take b for a

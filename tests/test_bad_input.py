@@ -193,7 +193,7 @@ def test_set_size_that_is_not_a_sane_whole_number(tmp_path, capsys, value):
 def test_program_size_that_is_not_a_sane_whole_number(tmp_path, capsys, expression, message):
     program = f"A = ones({expression}, 2)\nprint(sum(A))\n"
     err = _refused(tmp_path, capsys, program, message)
-    assert f"prog.lin:2:10: name error: a matrix size must be {message}" in err
+    assert f"prog.lin:2:10: argument error: a matrix size must be {message}" in err
     path = tmp_path / "prog.lin"
     assert main(["check", str(path)]) == 2  # check, too, refuses what run would
     assert message in capsys.readouterr().err

@@ -59,3 +59,25 @@ def test_failure_is_one_line_and_verbose_adds_the_causes(tmp_path, capsys, monke
     assert main(["run", str(program), "--quiet", "--verbose"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: kernel exploded" in err
+
+
+@pytest.mark.parametrize("program,argv,expected", [
+    ("param n = 20\nA = ones(n, 2)\nprint(sum(A))\n", ["--set", "n=abc"],
+     "--set:1:3: argument error: --set n=abc: not a number (the program declares n = 20)"),
+    ("param n = 20\nparam k = 2\nprint(n + k)\n", ["--set", "m=3"],
+     "--set m: the program declares no parameter 'm' (it declares k, n)"),
+    ("A = ones(2)\nprint(A)\n", [], ":1:5: argument error: ones() takes 2 arguments (r, c), got 1"),
+    ("A = ones(2, 2); B = A\n", [], "unexpected character ';'; one statement per line, with no ';'"),
+])
+def test_messages_say_what_is_wrong(tmp_path, capsys, program, argv, expected):
+    path = tmp_path / "p.lin"
+    path.write_text(program)
+    assert main(["check", str(path), *argv]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_csv_header_row_hint(tmp_path, capsys):
+    (tmp_path / "h.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "p.lin").write_text('A = load("h.csv")\nprint(A)\n')
+    assert main(["run", str(tmp_path / "p.lin"), "--quiet"]) == 2
+    assert "'a' is not a number (a header row?" in capsys.readouterr().err

@@ -41,7 +41,8 @@ def read_csv(path: str, dtype: str, shape: tuple[int, int], span: Span | None) -
                 out[r] = [float(x) for x in fields]
             except ValueError:
                 bad = next(x for x in fields if not _is_number(x))
-                raise InputError(f"{path}:{number}: {bad.strip()!r} is not a number", span) from None
+                hint = " (a header row? jampi's CSV files are numbers only: remove it)" if number == 1 else ""
+                raise InputError(f"{path}:{number}: {bad.strip()!r} is not a number{hint}", span) from None
             r += 1
     if r != rows:
         raise InputError(f"{path} has {r} rows, expected {rows}", span)

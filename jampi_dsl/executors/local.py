@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import InputError
-from ..planner import ir
+from ..planner import ir, linalg
 from . import blockgen, formats, io
 from .base import Executor, OutputValue, RunContext, handles
 
@@ -48,6 +48,9 @@ def format_value(label: str, value: Any) -> str:
 class LocalExecutor(Executor):
     name = "local"
     placement = "local"
+
+    def __init__(self):
+        self._factored: dict[tuple, tuple] = {}  # one run's factorisations, by (function, input, k)
 
     @handles(ir.Const)
     def const(self, node: ir.Const, inputs, ctx):
@@ -117,6 +120,23 @@ class LocalExecutor(Executor):
     @handles(ir.Reduce)
     def reduce(self, node: ir.Reduce, inputs, ctx):
         return reduce_array(node.operator, node.axis, inputs[0])
+
+    @handles(ir.Factor)
+    def factor(self, node: ir.Factor, inputs, ctx):
+        # The parts of one factorisation (Q and R of one qr) are computed once per run.
+        key = (node.operator, node.x.uid, node.k)
+        parts = self._factored.get(key)
+        if parts is None:
+            parts = self._factored[key] = linalg.compute(node.operator, inputs, node.k)
+        return parts[node.part]
+
+    @handles(ir.Concat)
+    def concat(self, node: ir.Concat, inputs, ctx):
+        return np.concatenate([np.asarray(x, dtype=node.type.dtype) for x in inputs], axis=node.axis)
+
+    @handles(ir.Solve)
+    def solve(self, node: ir.Solve, inputs, ctx):
+        return linalg.compute(node.operator, inputs, None)[0]
 
     @handles(ir.Save)
     def save(self, node: ir.Save, inputs, ctx: RunContext):

@@ -95,6 +95,15 @@ class Assign(Stmt):
 
 
 @dataclass(frozen=True)
+class MultiAssign(Stmt):
+    """``a, b = f(...)``: several results of one call."""
+
+    names: tuple[str, ...]
+    value: Expr
+    name_spans: tuple[Span, ...]
+
+
+@dataclass(frozen=True)
 class ExprStmt(Stmt):
     expr: Expr
 

@@ -89,6 +89,11 @@ class _ToAst(Transformer):
         name, value = children
         return ast.Assign(self._span(name, value), str(name), value, self._token_span(name))
 
+    def multi_assign(self, children):
+        *names, value = children
+        return ast.MultiAssign(self._span(names[0], value), tuple(str(n) for n in names), value,
+                               tuple(self._token_span(n) for n in names))
+
     def expr_stmt(self, children):
         return ast.ExprStmt(children[0].span, children[0])
 
@@ -389,6 +394,8 @@ def _parse_error(source: Source, err: UnexpectedInput) -> ParseError:
     if isinstance(err, UnexpectedCharacters):
         char = source.line(line)[column - 1 : column] or "?"
         message = f"unexpected character {char!r}"
+        if char == ";":
+            message += "; one statement per line, with no ';'"
     elif isinstance(err, UnexpectedToken):
         token = err.token
         if token.type == "$END":

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import ops
-from ..errors import InputError, ParseError, ResolveError, ShapeError, Source, Span
+from ..errors import ArgumentError, InputError, ParseError, ResolveError, ShapeError, Source, Span
 from ..gcpause import paused_gc
 from ..grammar import ast
 from ..grammar.ast import source_text
 from . import ir
 from .graph import Program
 from .inputs import MAX_DIMENSION, inspect_input
+from .linalg import FUNCTIONS as LINALG
 from .outputs import output_format
 
 
@@ -52,6 +53,7 @@ class ParamValue:
 class Signature:
     positional: tuple[str, ...]
     keywords: dict[str, Any]
+    variadic: bool = False  # any number (at least one) of positional arguments: hcat(A, B, C)
 
 
 _DTYPE_KW = {"dtype": None}
@@ -65,11 +67,16 @@ FUNCTIONS: dict[str, Signature] = {
     **{name: Signature(("x",), {"axis": None}) for name in ir.AXIS_REDUCE_OPS},
     "trace": Signature(("x",), {}),
     "norm": Signature(("x",), {}),
+    "hcat": Signature((), {}, variadic=True),
+    "vcat": Signature((), {}, variadic=True),
     "nrow": Signature(("x",), {}),
     "ncol": Signature(("x",), {}),
     # every elementwise function of jampi_dsl.ops, with its arity
     **{op.name: Signature(("x", "y", "z")[: op.arity] if op.arity < 3 else ("c", "a", "b"), {})
        for op in ops.FUNCTIONS.values()},
+    # linear algebra (jampi_dsl.planner.linalg)
+    **{f.name: Signature(("a", "b")[: f.inputs] if f.inputs == 2 else ("x",), {"k": None} if f.takes_k else {})
+       for f in LINALG.values()},
     "save": Signature(("x", "path"), {"format": None, "form": None}),
     "print": Signature(("x",), {}),
 }
@@ -136,13 +143,18 @@ class Builder:
         for name, value in self.overrides.items():
             if name not in declared:
                 hint = _suggest(name, declared)
-                raise ResolveError(f"--set {name}: the program declares no parameter {name!r}{hint}", value.span)
+                listed = f" (it declares {', '.join(sorted(declared))})" if declared and not hint else ""
+                listed = listed or ("" if declared else " (it declares none)")
+                raise ResolveError(f"--set {name}: the program declares no parameter {name!r}{hint}{listed}",
+                                   value.span)
         for stmt in self.ast.statements:
             try:
                 if isinstance(stmt, ast.Param):
                     self._param(stmt)
                 elif isinstance(stmt, ast.Assign):
                     self._assign(stmt)
+                elif isinstance(stmt, ast.MultiAssign):
+                    self._multi_assign(stmt)
                 else:
                     self._expr_statement(stmt)
             except RecursionError:  # a safety net: expressions are built without recursion
@@ -167,6 +179,14 @@ class Builder:
         override = self.overrides.get(stmt.name)
         if override is not None:
             value, span = override.value, override.span or stmt.span
+            declared = stmt.value.value
+            if isinstance(declared, float) and not isinstance(value, (float, int)) or isinstance(value, bool) \
+                    and not isinstance(declared, bool):
+                # The program declares a number: a word given for it is a typo, not a string.
+                given = _value_span(override)
+                typed = given.source.text[given.column - 1:given.end_column - 1] if given else str(value)
+                raise ArgumentError(f"--set {stmt.name}={typed}: not a number (the program declares "
+                                    f"{stmt.name} = {declared:g})", given or span)
             base = os.getcwd()  # a path given on the command line is relative to where it was typed
         else:
             literal = stmt.value
@@ -188,6 +208,28 @@ class Builder:
         self.env[stmt.name] = value
         if isinstance(value, ir.Node):
             self.bindings.append((stmt.name, value))
+
+    def _multi_assign(self, stmt: ast.MultiAssign) -> None:
+        call = stmt.value
+        declared = LINALG.get(call.name) if isinstance(call, ast.Call) else None
+        if declared is None or len(declared.parts) < 2:
+            raise ResolveError("only qr, svd and eigh give several values; assign one value per name",
+                               stmt.value.span)
+        if len(stmt.names) != len(declared.parts):
+            want = ", ".join(declared.parts)
+            raise ResolveError(f"{call.name}() gives {len(declared.parts)} values ({want} = {call.name}(...)), "
+                               f"not {len(stmt.names)}", stmt.span)
+        for name, span in zip(stmt.names, stmt.name_spans, strict=True):
+            self._check_bindable(name, span)
+            if name in self.params:
+                raise ResolveError(f"{name!r} is a parameter and cannot be reassigned", span)
+        args = self._bind_args(call)
+        x = self._matrix_or_scalar(args["x"], call.args[0].span if call.args else call.span)
+        k = None if args.get("k") is None else self._whole(args["k"], "k", minimum=1)
+        for part, name in enumerate(stmt.names):
+            node = ir.Factor(call.name, x, part=part, k=k, span=call.span)
+            self.env[name] = node
+            self.bindings.append((name, node))
 
     def _expr_statement(self, stmt: ast.ExprStmt) -> None:
         expr = stmt.expr
@@ -359,6 +401,24 @@ class Builder:
             if declared.arity == 2:
                 return ir.Binary(name, *operands, span=node.span)
             return ir.Unary(name, *operands, span=node.span)
+        if name in ("hcat", "vcat"):
+            parts = [self._matrix_or_scalar(v, a.span) for v, a in zip(args["args"], node.args, strict=True)]
+            joined = parts[0]
+            for part in parts[1:]:
+                joined = ir.Concat(1 if name == "hcat" else 0, joined, part, span=node.span)
+            if not joined.type.is_matrix:
+                raise ShapeError(f"{name}() joins matrices, got a scalar", node.span)
+            return joined
+        linear = LINALG.get(name)
+        if linear is not None:
+            if len(linear.parts) > 1:
+                names = ", ".join(linear.parts)
+                raise ResolveError(f"{name}() gives {len(linear.parts)} values: write {names} = {name}(...)",
+                                   node.span)
+            if linear.inputs == 2:
+                a, b = (self._matrix_or_scalar(args[p], self._arg_span(node, i, p)) for i, p in enumerate("ab"))
+                return ir.Solve(name, a, b, span=node.span)
+            return ir.Factor(name, self._matrix_or_scalar(args["x"], node.args[0].span), span=node.span)
         x = self._matrix_or_scalar(args["x"], node.args[0].span)
         if name in ("nrow", "ncol"):
             if not x.type.is_matrix:
@@ -392,12 +452,16 @@ class Builder:
         if call.name not in FUNCTIONS:
             raise ResolveError(f"unknown function {call.name!r}{_suggest(call.name, FUNCTIONS)}", call.name_span)
         sig = FUNCTIONS[call.name]
+        if sig.variadic:
+            if not call.args:
+                raise ArgumentError(f"{call.name}() needs at least one matrix", call.span)
+            return
         if len(call.args) > len(sig.positional) or (
             len(call.args) < len(sig.positional)
             and not all(p in {k.name for k in call.keywords} for p in sig.positional[len(call.args) :])
         ):
             want = ", ".join(sig.positional)
-            raise ResolveError(
+            raise ArgumentError(
                 f"{call.name}() takes {len(sig.positional)} argument{'s' * (len(sig.positional) != 1)} "
                 f"({want}), got {len(call.args)}",
                 call.span,
@@ -409,13 +473,15 @@ class Builder:
         kw = call.keywords[index]
         if kw.name not in sig.keywords and kw.name not in sig.positional:
             allowed = ", ".join(sig.keywords) or "none"
-            raise ResolveError(f"{call.name}() has no argument {kw.name!r} (keywords: {allowed})", kw.span)
+            raise ArgumentError(f"{call.name}() has no argument {kw.name!r} (keywords: {allowed})", kw.span)
         if kw.name in sig.positional[: len(call.args)] or any(k.name == kw.name for k in call.keywords[:index]):
-            raise ResolveError(f"{call.name}() got {kw.name!r} twice", kw.span)
+            raise ArgumentError(f"{call.name}() got {kw.name!r} twice", kw.span)
 
     def _bind_values(self, call: ast.Call, values: list[Any]) -> dict[str, Any]:
         """Argument name -> value, from the evaluated positional then keyword arguments."""
         sig = FUNCTIONS[call.name]
+        if sig.variadic:
+            return {"args": values[: len(call.args)]}
         bound: dict[str, Any] = dict(zip(sig.positional, values[: len(call.args)], strict=False))
         for kw, value in zip(call.keywords, values[len(call.args) :], strict=True):
             bound[kw.name] = value
@@ -470,7 +536,7 @@ class Builder:
         number = self._static_number(value)
         span = getattr(value, "span", None)
         if number is None:
-            raise ResolveError(f"{what} must be a number known before the run (a literal or a parameter)", span)
+            raise ArgumentError(f"{what} must be a number known before the run (a literal or a parameter)", span)
         problem = None
         if not math.isfinite(number):
             problem = "must be a finite whole number"
@@ -488,11 +554,11 @@ class Builder:
             name, given = override
             value_span = _value_span(given)
             if value_span is None:  # params= of the Python API: no text to point at
-                raise ResolveError(f"parameter {name!r}: {what} {problem}, got {shown}", span)
+                raise ArgumentError(f"parameter {name!r}: {what} {problem}, got {shown}", span)
             typed = value_span.source.text[value_span.column - 1 : value_span.end_column - 1]
             shown = repr(typed) if typed == shown else f"{typed!r} ({shown})"
-            raise ResolveError(f"--set {name}: {what} {problem}, got {shown}", value_span)
-        raise ResolveError(f"{what} {problem}, got {shown}", span)
+            raise ArgumentError(f"--set {name}: {what} {problem}, got {shown}", value_span)
+        raise ArgumentError(f"{what} {problem}, got {shown}", span)
 
     def _override_of(self, value: Any) -> tuple[str, ParamValue] | None:
         """(name, value) if ``value`` is a use of a parameter set with ``--set`` (or ``params=``)."""
@@ -514,7 +580,7 @@ class Builder:
     def _dtype(self, value: Any) -> str | None:
         text = self._opt_str(value)
         if text is not None and text not in ir.FLOAT_DTYPES:
-            raise ResolveError(f"dtype must be \"float64\" or \"float32\", got {text!r}", value.span)
+            raise ArgumentError(f"dtype must be \"float64\" or \"float32\", got {text!r}", value.span)
         return text
 
     def _path(self, value: Any, what: str) -> str:
@@ -530,11 +596,11 @@ class Builder:
         if args["shape"] is not None:
             tup = args["shape"]
             if not isinstance(tup, TupleVal) or len(tup.items) != 2:
-                raise ResolveError("shape must be a pair (rows, cols)", getattr(tup, "span", None))
+                raise ArgumentError("shape must be a pair (rows, cols)", getattr(tup, "span", None))
             shape = (self._size(tup.items[0]), self._size(tup.items[1]))
         finite = args["finite"]
         if not isinstance(finite, (bool, BoolVal)):
-            raise ResolveError("finite must be true or false", getattr(finite, "span", None))
+            raise ArgumentError("finite must be true or false", getattr(finite, "span", None))
         info = inspect_input(
             path,
             self._opt_str(args["format"]),

@@ -161,6 +161,10 @@ def node_flops(node: ir.Node) -> float:
         m, n = node.type.shape
         flops = 2.0 * m * n * node.inner
         return flops + (2.0 * m * n if isinstance(node, ir.Gemm) else 0.0)
+    if isinstance(node, ir.LINALG_NODES):
+        from .linalg import FUNCTIONS as LINALG
+
+        return LINALG[node.operator].flops([c.type.shape for c in node.children])
     if node.type.is_matrix:
         per_entry = ops.ELEMENTWISE[node.operator].flops if isinstance(node, (ir.Binary, ir.Unary)) else 1.0
         return float(node.type.shape[0] * node.type.shape[1]) * per_entry

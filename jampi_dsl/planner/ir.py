@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from .. import ops
 from ..errors import ShapeError, Span
+from .linalg import FUNCTIONS as LINALG
 
 _ids = itertools.count()
 
@@ -240,7 +241,11 @@ class Literal(Node):
         return matrix_type(tuple(self.array.shape), str(self.array.dtype))
 
     def attrs(self) -> dict[str, Any]:
-        return {"array_id": id(self.array), "shape": tuple(self.array.shape), "dtype": str(self.array.dtype)}
+        return {"shape": tuple(self.array.shape), "dtype": str(self.array.dtype)}
+
+    def key(self) -> tuple:
+        # Two arrays are the same value only when they are the same object (never compared by content).
+        return ("Literal", id(self.array), tuple(self.array.shape), str(self.array.dtype))
 
 
 @dataclass(frozen=True, eq=False)
@@ -440,6 +445,81 @@ class Reduce(Node):
         if self.axis is not None:  # a whole-matrix reduction reads as it did before axes existed
             out["axis"] = self.axis
         return out
+
+
+def _linalg_type(node: Node, operator: str, operands: tuple[Node, ...], part: int, k: int | None) -> Type:
+    declared = LINALG.get(operator)
+    if declared is None or declared.inputs != len(operands):
+        node._fail(f"unknown linear-algebra function {operator!r}")
+    for operand in operands:
+        if not operand.type.is_matrix:
+            node._fail(f"{operator}() needs matrices, got a scalar")
+    shapes = declared.shapes([o.type.shape for o in operands], k)
+    if isinstance(shapes, str):
+        node._fail(shapes)
+    return matrix_type(shapes[part], _join_dtype(*(o.type for o in operands)))
+
+
+@dataclass(frozen=True, eq=False)
+class Factor(Node):
+    """Result ``part`` of a linear-algebra function of one matrix (``diag inv cholesky qr svd
+    eigh``, see :mod:`.linalg`); the parts of one factorisation are computed together."""
+
+    CHILDREN: ClassVar = ("x",)
+    operator: str
+    x: Node
+    part: int = 0
+    k: int | None = None
+
+    def infer(self) -> Type:
+        return _linalg_type(self, self.operator, (self.x,), self.part, self.k)
+
+    def attrs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"operator": self.operator}
+        if len(LINALG[self.operator].parts) > 1:
+            out["part"] = LINALG[self.operator].parts[self.part]
+        if self.k is not None:
+            out["k"] = self.k
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class Solve(Node):
+    """``solve(A, B)`` or ``lstsq(A, B)``."""
+
+    CHILDREN: ClassVar = ("a", "b")
+    operator: str
+    a: Node
+    b: Node
+
+    def infer(self) -> Type:
+        return _linalg_type(self, self.operator, (self.a, self.b), 0, None)
+
+
+LINALG_NODES = (Factor, Solve)
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Node):
+    """``a`` and ``b`` side by side (``axis=1``, hcat) or one on top of the other (``axis=0``, vcat)."""
+
+    CHILDREN: ClassVar = ("a", "b")
+    axis: int
+    a: Node
+    b: Node
+
+    def infer(self) -> Type:
+        a, b = self.a.type, self.b.type
+        name = "hcat" if self.axis == 1 else "vcat"
+        if not (a.is_matrix and b.is_matrix):
+            self._fail(f"{name}() joins matrices, got a scalar")
+        keep = 0 if self.axis == 1 else 1
+        if a.shape[keep] != b.shape[keep]:
+            what = "rows" if keep == 0 else "columns"
+            self._fail(f"{name}() needs the same number of {what}: {a.shape[0]}x{a.shape[1]} and "
+                       f"{b.shape[0]}x{b.shape[1]}")
+        shape = (a.shape[0], a.shape[1] + b.shape[1]) if self.axis == 1 else (a.shape[0] + b.shape[0], a.shape[1])
+        return matrix_type(shape, _join_dtype(a, b))
 
 
 # ---------------------------------------------------------------- outputs

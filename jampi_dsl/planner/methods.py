@@ -53,9 +53,19 @@ def _gemm_rate(node: ir.Node, per_core: bool, resources: Resources) -> float:
 
 def _local_rejects(node: ir.Node, resources: Resources) -> str | None:
     need = io_bytes(node)
+    if isinstance(node, ir.LINALG_NODES):
+        need *= 3  # LAPACK works on a copy and its workspace, beside the input and the result
     if need > resources.driver_budget:
-        return f"needs {_gib(need)} on the driver, budget {_gib(resources.driver_budget)}"
+        hint = _LINALG_HINTS.get(getattr(node, "operator", None), "") if isinstance(node, ir.LINALG_NODES) else ""
+        return f"needs {_gib(need)} on the driver, budget {_gib(resources.driver_budget)}{hint}"
     return None
+
+
+_LINALG_HINTS = {
+    "inv": "; a system needs no inverse: solve(A, B), lstsq(A, B), or a CG loop with products only",
+    "solve": "; for a large system, a CG loop with products only runs distributed",
+    "svd": "; svd(A, k=...) of the leading triplets needs far less",
+}
 
 
 def _local_estimate(node: ir.Node, resources: Resources) -> Estimate:
@@ -213,6 +223,10 @@ def _spark_rejects(node: ir.Node, resources: Resources) -> str | None:
         return "a driver-side array starts on the driver"
     if isinstance(node, ir.Where):
         return "where() has no distributed kernel yet: it runs on the driver"
+    if isinstance(node, ir.Concat):
+        return "hcat()/vcat() have no distributed kernel yet: they run on the driver"
+    if isinstance(node, ir.LINALG_NODES):
+        return f"{node.operator}() runs with LAPACK on the driver (no distributed kernel yet)"
     return None
 
 

@@ -1,0 +1,163 @@
+"""Linear algebra with LAPACK on the driver (issue #18, its driver part): every function
+against NumPy/SciPy, locally and with distributed inputs, float32 and float64, with
+sign-free checks; lstsq's minimum-norm answer on rank-deficient input; static misuse and
+run-time failures with file:line:col; the regression and PCA examples against scikit-learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+import jampi_dsl
+from jampi_dsl.cli import main
+from jampi_dsl.executors.blockgen import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROGRAM = """
+A = randn(600, 40, seed=1) @ randn(40, 30, seed=2){cast}
+G = A.T @ A + eye(30{dtype})
+B = randn(30, 4, seed=3{dtype})
+X = solve(G, B)
+print(norm(G @ X - B))
+Y = lstsq(A, A @ B)
+print(norm(Y - B))
+print(norm(inv(G) @ G - eye(30{dtype})))
+L = cholesky(G)
+print(norm(L @ L.T - G))
+Q, R = qr(A)
+print(norm(Q @ R - A))
+print(norm(Q.T @ Q - eye(30{dtype})))
+U, s, Vt = svd(A)
+print(norm(U @ diag(s) @ Vt - A))
+w, V = eigh(G)
+print(norm(G @ V - V * w.T))
+print(s)
+print(w)
+U3, s3, Vt3 = svd(A, k=3)
+print(s3)
+print(diag(G))
+"""
+
+
+def _reference(dtype):
+    a = generate("normal", (600, 40), dtype, seed=1) @ generate("normal", (40, 30), dtype, seed=2)
+    g = a.T @ a + np.eye(30, dtype=dtype)
+    return np.linalg.svd(a, compute_uv=False), np.linalg.eigvalsh(g), np.diag(g)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("executor", ["local", "cannon"])
+def test_every_function_against_numpy(request, executor, dtype):
+    if executor == "cannon":
+        request.getfixturevalue("spark")  # A is a Cannon product: the factorisations read a distributed input
+    suffix = ', dtype="float32"' if dtype == "float32" else ""
+    program = PROGRAM.format(cast="", dtype=suffix)
+    if dtype == "float32":
+        program = program.replace("randn(600, 40, seed=1)", 'randn(600, 40, seed=1, dtype="float32")')
+        program = program.replace("randn(40, 30, seed=2)", 'randn(40, 30, seed=2, dtype="float32")')
+    values = jampi_dsl.session(executor=executor).run_text(program)
+    tol = 1e-3 if dtype == "float32" else 1e-9
+    scale = {"norm(G @ X - B)": 1e3, "norm(Y - B)": 1, f"norm(inv(G) @ G - eye(30{suffix})": 1}
+    for label, value in values.items():
+        if label.startswith("norm("):
+            assert value <= tol * scale.get(label, 1e3), (label, value)
+    s, w, d = _reference(dtype)
+    for label in ("s", "w", "s3", "diag(G)"):
+        assert values[label].dtype == np.dtype(dtype), label
+    np.testing.assert_allclose(values["s"].ravel(), s, rtol=tol)
+    np.testing.assert_allclose(values["s3"].ravel(), s[:3], rtol=tol)
+    np.testing.assert_allclose(values["w"].ravel(), w, rtol=tol)
+    np.testing.assert_allclose(values["diag(G)"].ravel(), d, rtol=tol)
+
+
+def test_lstsq_rank_deficient_and_ill_conditioned_gives_numpys_minimum_norm_answer():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((80, 6))
+    a[:, 5] = a[:, 0] + a[:, 1]  # rank 5
+    b = rng.standard_normal((80, 2))
+    js = jampi_dsl.session(executor="local")
+    got = js.lstsq(js.matrix(a), js.matrix(b)).to_numpy()
+    np.testing.assert_allclose(got, np.linalg.lstsq(a, b, rcond=None)[0], rtol=1e-9, atol=1e-12)
+    hilbert = scipy.linalg.hilbert(8)
+    rhs = hilbert @ np.ones((8, 1))
+    got = js.lstsq(js.matrix(hilbert), js.matrix(rhs)).to_numpy()
+    np.testing.assert_allclose(got, np.linalg.lstsq(hilbert, rhs, rcond=None)[0], rtol=1e-6)
+
+
+def test_python_api():
+    js = jampi_dsl.session(executor="local")
+    a = generate("normal", (50, 5), "float64", seed=9)
+    A = js.matrix(a)
+    Q, R = A.qr()
+    np.testing.assert_allclose((Q @ R).to_numpy(), a, atol=1e-12)
+    U, s, Vt = A.svd(k=2)
+    assert s.shape == (2, 1) and U.shape == (50, 2) and Vt.shape == (2, 5)
+    w, V = (A.T @ A).eigh()
+    np.testing.assert_allclose(w.to_numpy().ravel(), np.linalg.eigvalsh(a.T @ a), rtol=1e-12)
+    G = A.T @ A
+    np.testing.assert_allclose((G @ js.solve(G, js.ones(5, 1))).to_numpy(), np.ones((5, 1)), atol=1e-10)
+    np.testing.assert_allclose(js.hcat(A, js.ones(50, 1)).to_numpy(), np.hstack([a, np.ones((50, 1))]))
+
+
+@pytest.mark.parametrize("program,message,where", [
+    ("A = ones(3, 4)\nprint(inv(A))\n", "inv() needs a square matrix, got 3x4", ":2:7"),
+    ("A = ones(3, 4)\nprint(solve(A, ones(3, 1)))\n", "solve() needs a square A", ":2:7"),
+    ("A = ones(3, 3)\nprint(solve(A, ones(4, 1)))\n", "needs B with 3 rows", ":2:7"),
+    ("A = ones(3, 4)\nprint(lstsq(A, ones(3, 1)))\n", "lstsq() needs a tall A", ":2:7"),
+    ("A = ones(3, 4)\nQ, R = qr(A)\nprint(R)\n", "qr() needs a tall A", ":2:8"),
+    ("A = ones(3, 4)\nU, s, Vt = svd(A, k=4)\nprint(s)\n", "needs 1 <= k <= 3", ":2:12"),
+    ("A = ones(3, 3)\nQ, R, Z = qr(A)\nprint(R)\n", "qr() gives 2 values", ":2:1"),
+    ("A = ones(3, 3)\nQ = qr(A)\nprint(Q)\n", "write Q, R = qr(...)", ":2:5"),
+    ("A = ones(3, 3)\na, b = inv(A)\nprint(a)\n", "only qr, svd and eigh give several values", ":2:8"),
+    ("A = ones(3, 3)\nprint(hcat(A, ones(2, 2)))\n", "hcat() needs the same number of rows", ":2:7"),
+    ("A = random(200000, 200000, seed=1)\nprint(sum(inv(A)))\n", "a system needs no inverse", ":2:11"),
+])
+def test_static_misuse(tmp_path, capsys, program, message, where):
+    path = tmp_path / "bad.lin"
+    path.write_text(program)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and f"{path}{where}" in err, err
+
+
+@pytest.mark.parametrize("program,line", [
+    ("A = ones(4, 4)\nB = randn(4, 2, seed=1)\nX = solve(A, B)\nprint(X)\n", ":3:5"),
+    ("A = ones(4, 4) - 2 * eye(4)\nL = cholesky(A)\nprint(L)\n", ":2:5"),
+])
+def test_singular_and_indefinite_inputs_fail_naming_the_line(tmp_path, capsys, program, line):
+    path = tmp_path / "p.lin"
+    path.write_text(program)
+    assert main(["run", str(path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}{line}: execution error: LinAlgError" in err and "Traceback" not in err
+
+
+def test_lm_normal_example_against_scikit_learn(tmp_path):
+    from sklearn.linear_model import Ridge
+
+    values = jampi_dsl.session(executor="local").run_file(ROOT / "examples" / "lm_normal.lin",
+                                                          params={"n": 500, "d": 8})
+    n, d = 500, 8
+    X = generate("normal", (n, d), "float64", seed=1)
+    y = X @ generate("normal", (d, 1), "float64", seed=2) + 0.5 + 0.01 * generate("normal", (n, 1), "float64", seed=3)
+    # The program's penalty covers the intercept too: fit the same problem, intercept as a column.
+    model = Ridge(alpha=0.001, fit_intercept=False, solver="cholesky").fit(np.hstack([X, np.ones((n, 1))]), y)
+    np.testing.assert_allclose(values["beta"].ravel(), model.coef_.ravel(), rtol=1e-8)
+    assert abs(values["beta"][-1, 0] - 0.5) < 0.01
+
+
+def test_pca_example_against_scikit_learn():
+    from sklearn.decomposition import PCA
+
+    values = jampi_dsl.session(executor="local").run_file(ROOT / "examples" / "pca.lin",
+                                                          params={"n": 800, "d": 12, "k": 3})
+    X = generate("normal", (800, 10), "float64", seed=1) @ generate("normal", (10, 12), "float64", seed=2)
+    X = X + 0.1 * generate("normal", (800, 12), "float64", seed=3)
+    pca = PCA(n_components=3, svd_solver="full").fit(X)
+    np.testing.assert_allclose(values["explained"].ravel(), pca.explained_variance_, rtol=1e-9)
+    assert values["sum(explained) / (sum(Xc ** 2) / (n - 1))"] == pytest.approx(
+        pca.explained_variance_ratio_.sum(), rel=1e-9)
