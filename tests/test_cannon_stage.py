@@ -306,6 +306,29 @@ def test_task_killed_mid_exchange_is_retried(spark):
     assert time.monotonic() - t0 < 60
 
 
+def test_task_stopped_after_its_exchange_is_bounded_and_retried(spark):
+    """A task frozen (SIGSTOP) after the exchange, before its output: its peers are done and
+    cannot notice; Spark would wait forever. The watchdog cancels it after the timeout, the
+    retry says why in one line, and the product is right."""
+    import psutil
+
+    sa, a = gen((64, 48), 23)
+    sb, b = gen((48, 40), 24)
+    notices: list[str] = []
+    stats: list = []
+    cfg = CannonConfig(timeout=4, handshake_timeout=2, retries=1, stats=stats, notify=notices.append,
+                       fail_task=(1, 0, "before-output", "stop"))
+    t0 = time.monotonic()
+    c = cannon_matmul(spark, sa, sb, config=cfg)
+    check(c, a @ b, np.float64)
+    assert time.monotonic() - t0 < 60
+    assert {s["attempt"] for s in stats} == {1}
+    assert len(notices) == 1 and notices[0].startswith("Cannon stage retried (1/1): 1 of 4 tasks still running")
+    time.sleep(1)
+    stopped = [p for p in psutil.Process().children(recursive=True) if p.status() == psutil.STATUS_STOPPED]
+    assert not stopped, "the frozen worker was left behind"
+
+
 def test_task_that_always_dies_fails_cleanly(spark, tmp_path):
     sa, _ = gen((64, 48), 21)
     sb, _ = gen((48, 40), 22)

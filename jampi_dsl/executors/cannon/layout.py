@@ -36,10 +36,13 @@ class FaultSpec:
     task: int
     attempt: int | None = 0
     when: str = "mid-exchange"
+    how: str = "exit"  # "exit": the worker dies; "stop": it freezes (SIGSTOP), as a hung machine does
 
     def __post_init__(self):
         if self.when not in FAULT_POINTS:
             raise ValueError(f"fault point {self.when!r} is not one of {FAULT_POINTS}")
+        if self.how not in ("exit", "stop"):
+            raise ValueError(f"a fault is 'exit' or 'stop', not {self.how!r}")
 
     @classmethod
     def coerce(cls, value: Any) -> FaultSpec | None:
@@ -68,6 +71,7 @@ class CannonConfig:
     connect_delay: float = 0.0  # test hook: seconds a task waits before connecting to peers
     panels: int | None = None  # inner-dimension panels per block (see .rounds); None: chosen from the size
     stats: list | None = field(default=None, compare=False)  # per-task timings/RSS appended here
+    notify: Any = field(default=None, compare=False)  # called with one line when a stage is retried
 
     def __post_init__(self):
         if self.retries < 0:

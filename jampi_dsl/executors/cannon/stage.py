@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sys
 import time
 import uuid
 from functools import partial
@@ -41,6 +42,7 @@ from .rendezvous import Rendezvous
 from .rounds import column_panel_layouts
 from .task import TaskSpec, run_task
 from .util import ERROR_TAG
+from .watchdog import StageWatchdog
 
 
 class _ListParam:
@@ -127,6 +129,14 @@ def _failure_reason(exc: BaseException) -> str:
         if line and not line.startswith(("An error occurred", "at ", "Traceback")):
             return line[:500]
     return type(exc).__name__
+
+
+def _notice(config: CannonConfig, text: str) -> None:
+    """One line for the user (a retry and why): the run's notice hook, else stderr."""
+    if config.notify is not None:
+        config.notify(text)
+    else:
+        print(text, file=sys.stderr, flush=True)
 
 
 def _start_rendezvous(sc, creds: Credentials, tasks: int, config: CannonConfig) -> Rendezvous | None:
@@ -246,26 +256,34 @@ def cannon_matmul(
                 stage._jrdd_deserializer = RawBlockSerializer()
                 # Deserialized: the JVM keeps the blocks as written, no copy when read.
                 stage.persist(StorageLevel.MEMORY_AND_DISK_DESER)
-            sc.setJobDescription(
-                f"jampi Cannon {m}x{k} @ {k}x{n} on a {q}x{q} grid, attempt {attempt}"
-            )
+            group = f"jampi-cannon-{stage_id}-{attempt}"
+            sc.setJobGroup(group, f"jampi Cannon {m}x{k} @ {k}x{n} on a {q}x{q} grid, attempt {attempt}",
+                           interruptOnCancel=True)
             t0, submitted = time.perf_counter(), time.time()
+            watchdog = StageWatchdog(sc, group, q * q, config.timeout)
             try:
-                if npy_tmp is None:
-                    # Runs the stage with a JVM-side count (C never passes through Python again),
-                    # then wraps the cached blocks in an ordinary (non-barrier) RDD.
-                    result = DistMatrix.from_barrier_rdd(stage, (m, n), (geo.bm, geo.bn), dtype)
-                else:
-                    stage._jrdd.count()
+                with watchdog:
+                    if npy_tmp is None:
+                        # Runs the stage with a JVM-side count (C never passes through Python again),
+                        # then wraps the cached blocks in an ordinary (non-barrier) RDD.
+                        result = DistMatrix.from_barrier_rdd(stage, (m, n), (geo.bm, geo.bn), dtype)
+                    else:
+                        stage._jrdd.count()
             except Py4JError as exc:
                 if npy_tmp is None:
                     stage.unpersist(blocking=False)
-                reason = _failure_reason(exc)
+                reason = watchdog.reason or _failure_reason(exc)
                 failures.append(f"attempt {attempt}: {reason}")
+                if "No space left on device" in str(exc):
+                    raise ExecutionError(f"Cannon product {m}x{k} @ {k}x{n}: disk full (No space left on "
+                                         "device); not retried") from None
+                if attempt < config.retries:
+                    _notice(config, f"Cannon stage retried ({attempt + 1}/{config.retries}): {reason}")
                 if "rendezvous with the driver" in reason:
                     discovery = "spark"  # the executors cannot reach the driver: Spark's allGather then
                 continue
             finally:
+                sc.setLocalProperty("spark.jobGroup.id", None)
                 sc.setJobDescription(None)
                 if rendezvous is not None:
                     rendezvous.close()

@@ -35,6 +35,7 @@ from .util import (
     CannonTaskError,
     current_rss,
     fault_exit,
+    fault_stop,
     peak_rss,
     reset_peak_rss,
     task_host,
@@ -119,7 +120,7 @@ class TaskRun:
     def fault(self, when: str) -> None:
         f = self.spec.fault
         if f is not None and f.hits(self.t, self.spec.attempt, when):
-            fault_exit()
+            fault_exit() if f.how == "exit" else fault_stop()
 
     def name(self) -> str:
         i, j = self.geo.coords(self.t)

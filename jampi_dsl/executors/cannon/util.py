@@ -20,6 +20,13 @@ def fault_exit() -> None:
     os._exit(1)
 
 
+def fault_stop() -> None:
+    """Fault injection: freeze the way a stopped worker or a hung machine does."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def trim_heap() -> None:
     """Give freed heap memory back to the OS (a reused worker keeps what earlier tasks freed)."""
     try:
