@@ -279,3 +279,72 @@ def test_flood_of_stalled_clients_only_delays_the_real_peer():
             s.close()
     finally:
         listener.close()
+
+
+def _discover_all(rv, creds, tasks, results):
+    from jampi_dsl.executors.cannon.rendezvous import discover
+
+    def one(t):
+        results[t] = discover(rv.address, creds, t, f"127.0.0.1:{5000 + t}", timeout=10, connect_timeout=5)
+
+    threads = [threading.Thread(target=one, args=(t,)) for t in range(tasks)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(20)
+
+
+def test_rendezvous_survives_descriptor_exhaustion():
+    """accept() failing with EMFILE (out of file descriptors) used to end the accept loop for
+    good; now it backs off and accepts again once descriptors are back."""
+    import errno
+
+    from jampi_dsl.executors.cannon.rendezvous import Rendezvous
+
+    creds = Credentials(os.urandom(32), "stage-emfile", 0)
+    rv = Rendezvous("127.0.0.1", "127.0.0.1", creds, 2, handshake_timeout=5)
+    real_accept, failures = rv.sock.accept, [3]
+
+    class Sock:  # the listening socket, whose accept fails as a process out of descriptors sees
+        def __getattr__(self, name):
+            return getattr(rv_sock, name)
+
+        def accept(self):
+            if failures[0]:
+                failures[0] -= 1
+                raise OSError(errno.EMFILE, "Too many open files")
+            return real_accept()
+
+    rv_sock = rv.sock
+    rv.sock = Sock()
+    rv.start()
+    results: dict = {}
+    try:
+        _discover_all(rv, creds, 2, results)
+    finally:
+        rv.close()
+        rv_sock.close()
+    assert failures[0] == 0
+    assert results == {0: ["127.0.0.1:5000", "127.0.0.1:5001"], 1: ["127.0.0.1:5000", "127.0.0.1:5001"]}
+
+
+def test_rendezvous_threads_are_bounded_under_a_flood():
+    from jampi_dsl.executors.cannon.rendezvous import Rendezvous
+
+    creds = Credentials(os.urandom(32), "stage-flood", 0)
+    rv = Rendezvous("127.0.0.1", "127.0.0.1", creds, 2, handshake_timeout=1.0).start()
+    before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(200):
+            idle.append(socket.create_connection(rv.address, timeout=5))
+        time.sleep(0.3)
+        assert threading.active_count() - before <= rv.max_handshakes
+        for sock in idle:
+            sock.close()
+        time.sleep(1.5)  # the stalled handshakes time out
+        results: dict = {}
+        _discover_all(rv, creds, 2, results)
+        assert results[0] == results[1] == ["127.0.0.1:5000", "127.0.0.1:5001"]
+    finally:
+        rv.close()

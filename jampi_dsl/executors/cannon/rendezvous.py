@@ -60,6 +60,10 @@ class Rendezvous:
         self._conns: dict[int, tuple[socket.socket, bytes]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        # Each handshake is a thread for at most handshake_timeout; a flood of idle connections
+        # gets this many, and the rest are closed at once.
+        self.max_handshakes = max(16, 4 * tasks)
+        self._handshakes = threading.BoundedSemaphore(self.max_handshakes)
         self.sock = socket.socket(_family(bind), socket.SOCK_STREAM)
         try:
             self.sock.bind((bind, 0))
@@ -75,12 +79,29 @@ class Rendezvous:
         return self
 
     def _accept_loop(self) -> None:
+        backoff = 0.01
         while True:
             try:
                 conn, _ = self.sock.accept()
-            except OSError:  # closed
-                return
-            threading.Thread(target=self._register, args=(conn,), daemon=True).start()
+            except OSError:
+                if self._closed or self.sock.fileno() < 0:
+                    return
+                # Out of descriptors (EMFILE), memory, or an aborted connection: the listener is
+                # fine, so wait for descriptors to come back instead of giving up for good.
+                time.sleep(backoff)
+                backoff = min(0.5, backoff * 2)
+                continue
+            backoff = 0.01
+            if not self._handshakes.acquire(blocking=False):
+                conn.close()  # more handshakes at once than tasks could need: bounded threads
+                continue
+            threading.Thread(target=self._register_bounded, args=(conn,), daemon=True).start()
+
+    def _register_bounded(self, conn: socket.socket) -> None:
+        try:
+            self._register(conn)
+        finally:
+            self._handshakes.release()
 
     def _register(self, conn: socket.socket) -> None:
         try:
