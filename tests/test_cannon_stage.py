@@ -632,3 +632,29 @@ def test_cannon_tasks_freeze_the_worker_heap(spark):
     check(cannon_matmul(spark, sa, sa, config=FAST), a @ a, np.float64)
     frozen = spark.sparkContext.parallelize(range(16), 16).mapPartitions(_frozen_objects).collect()
     assert max(frozen) > 10_000  # at least one probe ran in a worker that ran a Cannon task
+
+
+def test_lost_slots_fail_within_the_timeout_with_a_verdict():
+    """A worker lost for good: the retry does not wait in Spark's 10-minute slot check, it fails
+    after the configured timeout saying how many slots the grid needs and has."""
+    from jampi_dsl.executors.cannon.stage import _free_slots_wait
+
+    class Profiles:
+        def defaultResourceProfile(self):  # noqa: N802 - Spark's spelling
+            return None
+
+    class ScalaContext:  # what the JVM reports once a worker of two is gone
+        def maxNumConcurrentTasks(self, profile):  # noqa: N802
+            return 2
+
+        def resourceProfileManager(self):  # noqa: N802
+            return Profiles()
+
+    class Context:
+        master = "spark://127.0.0.1:7077"
+        _jsc = type("J", (), {"sc": lambda self: ScalaContext()})()
+
+    t0 = time.monotonic()
+    with pytest.raises(ExecutionError, match="needs 4 task slots at once, the cluster now has 2"):
+        _free_slots_wait(Context(), 4, timeout=1.5)
+    assert 1.5 <= time.monotonic() - t0 < 5

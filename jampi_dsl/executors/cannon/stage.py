@@ -86,11 +86,14 @@ def _free_slots_wait(sc, need: int, timeout: float) -> None:
     On a cluster a failed barrier stage can take executors down with it (Spark
     kills the tasks waiting in ``allGather``, and an executor may exit on
     that); a barrier stage submitted before they return waits for slots in
-    Spark's own slow retry loop instead.
+    Spark's own slow retry loop instead (40 checks 15 s apart). When they do not
+    come back within ``timeout`` (a worker lost for good), the product fails now,
+    saying how many slots the grid needs and how many are left.
     """
     if sc.master.startswith("local"):
         return
     deadline = time.monotonic() + timeout
+    have = None
     while time.monotonic() < deadline:
         try:
             jsc = sc._jsc.sc()
@@ -102,6 +105,12 @@ def _free_slots_wait(sc, need: int, timeout: float) -> None:
         if have >= need:
             return
         time.sleep(0.5)
+    if have is not None:
+        raise ExecutionError(
+            f"the Cannon grid needs {need} task slots at once, the cluster now has {have} "
+            f"(still after {timeout:g}s): an executor was lost; rerun when it is back, or with "
+            "--executor mllib or broadcast"
+        )
 
 
 def _operand_info(x: Any, name: str) -> tuple[tuple[int, int], np.dtype]:
