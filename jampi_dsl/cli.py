@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -205,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
+    verbose = getattr(args, "verbose", False) or bool(os.environ.get("JAMPI_VERBOSE"))
+    if not verbose and not logging.getLogger().handlers:
+        # py4j logs an interrupted call's tracebacks on the root logger (Ctrl-C mid-job): the
+        # user gets the one line below instead; --verbose keeps them.
+        logging.getLogger().addHandler(logging.NullHandler())
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
@@ -223,11 +229,31 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
+        _stop_spark_quietly()
         print("interrupted: nothing was saved", file=sys.stderr)
         return 130
     except Terminated:
+        _stop_spark_quietly()
         print("terminated: nothing was saved", file=sys.stderr)
         return 143
+
+
+def _stop_spark_quietly() -> None:
+    """After an interrupt: cancel what runs and stop Spark with its log off, so its executors
+    do not print a stack trace per killed task after the command has said it stopped."""
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    if sc is None:
+        return
+    try:
+        sc.setLogLevel("OFF")
+        sc.cancelAllJobs()
+        sc.stop()
+    except Exception:  # noqa: BLE001 - the JVM may be going down already; the exit code stands
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -81,3 +81,39 @@ def test_csv_header_row_hint(tmp_path, capsys):
     (tmp_path / "p.lin").write_text('A = load("h.csv")\nprint(A)\n')
     assert main(["run", str(tmp_path / "p.lin"), "--quiet"]) == 2
     assert "'a' is not a number (a header row?" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_a_spark_run_is_one_line(tmp_path):
+    """Ctrl-C while Cannon stages run: exit 130, one line, no Python or Java traces, nothing saved."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    program = tmp_path / "long.lin"
+    program.write_text('A = random(3000, 3000, seed=1)\nB = A @ A @ A @ A @ A @ A @ A @ A\nsave(B, "b.npy")\n')
+    proc = subprocess.Popen([sys.executable, "-m", "jampi_dsl", "run", str(program), "--executor", "cannon"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until the first tasks run
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "pyspark.daemon" in " ".join(_cmdline(p))]
+        if workers or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == ["interrupted: nothing was saved"], err[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["long.lin"]
+
+
+def _cmdline(proc) -> list[str]:
+    try:
+        return proc.cmdline()
+    except Exception:  # noqa: BLE001 - gone or a zombie
+        return []
