@@ -59,10 +59,11 @@ def resources_for(master: str | None, conf: dict[str, str] | None, *, start: boo
     return resources_from_spark(spark_for_plans(master, conf)).with_conf(conf)
 
 
-def plan_program(program: Program, resources: Resources | None = None, executor: str = "auto") -> PhysicalPlan:
+def plan_program(program: Program, resources: Resources | None = None, executor: str = "auto",
+                 forced_by: str | None = None) -> PhysicalPlan:
     """Rewrite, then lower: the typed DAG → the physical plan (GC paused: see jampi_dsl.gcpause)."""
     with paused_gc():
-        return lower(optimize(program), resources, executor)
+        return lower(optimize(program), resources, executor, forced_by)
 
 
 def build_source(text: str, name: str, overrides: dict[str, ParamValue] | None = None, base_dir=None) -> Program:
@@ -74,18 +75,19 @@ def build_file(path: str | os.PathLike, overrides: dict[str, ParamValue] | None 
 
 
 def plan_source(text: str, name: str, overrides: dict[str, ParamValue] | None = None,
-                resources: Resources | None = None, executor: str = "auto", base_dir=None) -> PhysicalPlan:
+                resources: Resources | None = None, executor: str = "auto", base_dir=None,
+                forced_by: str | None = None) -> PhysicalPlan:
     """Text → physical plan: the whole front half, with the garbage collector paused once
     for all of it (between phases it would rescan the AST and the DAG for nothing)."""
     with paused_gc():
-        return plan_program(build_source(text, name, overrides, base_dir), resources, executor)
+        return plan_program(build_source(text, name, overrides, base_dir), resources, executor, forced_by)
 
 
 def plan_file(path: str | os.PathLike, overrides: dict[str, ParamValue] | None = None,
-              resources: Resources | None = None, executor: str = "auto") -> PhysicalPlan:
+              resources: Resources | None = None, executor: str = "auto", forced_by: str | None = None) -> PhysicalPlan:
     """:func:`plan_source` for a ``.lin`` file."""
     with paused_gc():
-        return plan_program(build_file(path, overrides), resources, executor)
+        return plan_program(build_file(path, overrides), resources, executor, forced_by)
 
 
 def _param_values(params: dict[str, Any] | None) -> dict[str, ParamValue]:
@@ -449,6 +451,10 @@ class Session:
         # instead of running that node's history again
         self._kept: dict[int, ir.Node] = {}
 
+    @property
+    def _forced_by(self) -> str:
+        return f"session(executor={self.executor!r})"
+
     # resources: what the planner may use; Spark is started only when a plan needs it
     @property
     def resources(self) -> Resources:
@@ -561,7 +567,8 @@ class Session:
 
     # running
     def plan(self, outputs: list[ir.Node], name: str = "<api>") -> PhysicalPlan:
-        return plan_program(Program(tuple(outputs), source_name=name), self.resources, self.executor)
+        return plan_program(Program(tuple(outputs), source_name=name), self.resources, self.executor,
+                            self._forced_by)
 
     def spark(self):
         """The SparkSession this session's plans run on (started on first use)."""
@@ -614,11 +621,12 @@ class Session:
 
     def run_file(self, path: str | os.PathLike, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run a .lin program; returns printed values by label and saved matrices by path."""
-        plan = plan_file(path, _param_values(params), self.resources, self.executor)
+        plan = plan_file(path, _param_values(params), self.resources, self.executor, self._forced_by)
         return self.run_plan(plan).values
 
     def run_text(self, text: str, params: dict[str, Any] | None = None, name: str = "<string>") -> dict[str, Any]:
-        plan = plan_source(text, name, _param_values(params), self.resources, self.executor, base_dir=os.getcwd())
+        plan = plan_source(text, name, _param_values(params), self.resources, self.executor, base_dir=os.getcwd(),
+                           forced_by=self._forced_by)
         return self.run_plan(plan).values
 
     def close(self) -> None:

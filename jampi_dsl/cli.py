@@ -109,9 +109,15 @@ def _summary(plan: PhysicalPlan, result: RunResult, total: float) -> Table:
     return table
 
 
+JSON_MAX_ENTRIES = 10_000  # a matrix this small comes with its values; a larger one with its shape only
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
-        return {"shape": list(value.shape), "dtype": str(value.dtype)}
+        doc: dict[str, Any] = {"shape": list(value.shape), "dtype": str(value.dtype)}
+        if value.size <= JSON_MAX_ENTRIES:
+            doc["values"] = value.tolist()  # floats round-trip exactly through JSON's repr
+        return doc
     return value
 
 

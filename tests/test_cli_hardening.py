@@ -117,3 +117,18 @@ def _cmdline(proc) -> list[str]:
         return proc.cmdline()
     except Exception:  # noqa: BLE001 - gone or a zombie
         return []
+
+
+def test_json_carries_small_matrices_values_exactly(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    program = tmp_path / "p.lin"
+    program.write_text("A = randn(3, 2, seed=4)\nprint(A)\nprint(ones(200, 100))\n")
+    assert main(["run", str(program), "--json"]) == 0
+    small, large = (o["value"] for o in json.loads(capsys.readouterr().out)["outputs"])
+    from jampi_dsl.executors.blockgen import generate
+
+    assert np.array_equal(np.array(small["values"]), generate("normal", (3, 2), "float64", seed=4))
+    assert large == {"shape": [200, 100], "dtype": "float64"}  # 20,000 entries: shape only

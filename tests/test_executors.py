@@ -70,7 +70,7 @@ def test_forced_method_is_used_and_explained(spark, method):
     A = session.random(30, 30, seed=1)
     v = session.random(30, 2, seed=2)
     text = (A @ v).explain()
-    assert f"[{method} forced]" in text and f"forced by --executor {method}" in text
+    assert f"[{method} forced]" in text and f"forced by session(executor={method!r})" in text
 
 
 def _driver_only_modules(_items):

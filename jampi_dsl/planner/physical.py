@@ -83,7 +83,8 @@ def _fmt(estimate: Estimate) -> str:
     return estimate.short()
 
 
-def _choose_product(node: ir.Node, resources: Resources, forced: str) -> Step:
+def _choose_product(node: ir.Node, resources: Resources, forced: str, forced_by: str | None = None) -> Step:
+    forced_by = forced_by or f"--executor {forced}"
     candidates: list[tuple[str, Estimate]] = []
     rejected: dict[str, str] = {}
     for name, method in _METHODS.items():
@@ -96,13 +97,13 @@ def _choose_product(node: ir.Node, resources: Resources, forced: str) -> Step:
         candidates.append((name, method.estimate(node, resources)))
     if forced != "auto":
         if forced not in _METHODS:
-            raise PlanError(f"--executor {forced}: that method is not available in this build", node.span)
+            raise PlanError(f"{forced_by}: that method is not available in this build", node.span)
         if forced in rejected:
-            raise PlanError(f"--executor {forced} cannot run this product: {rejected[forced]}", node.span)
+            raise PlanError(f"{forced_by} cannot run this product: {rejected[forced]}", node.span)
         chosen = dict(candidates)[forced]
         others = sorted((e.seconds, n, e) for n, e in candidates if n != forced)
         runner_up = (others[0][1], others[0][2]) if others else None
-        return Step(node, forced, f"forced by --executor {forced}", chosen, runner_up, forced=True)
+        return Step(node, forced, f"forced by {forced_by}", chosen, runner_up, forced=True)
     if not candidates:
         details = "; ".join(f"{n}: {why}" for n, why in rejected.items())
         raise PlanError(f"no method can run this {node.op} ({node.type}) in the memory available: {details}", node.span)
@@ -215,8 +216,10 @@ def _addend_made_by_tasks(node: ir.Node) -> bool:
     return isinstance(c, ir.Generate) or (isinstance(c, ir.Load) and c.format == "npy")
 
 
-def lower(program: Program, resources: Resources | None = None, executor: str = "auto") -> PhysicalPlan:
-    """Choose a method for every live node (after the rewrite passes)."""
+def lower(program: Program, resources: Resources | None = None, executor: str = "auto",
+          forced_by: str | None = None) -> PhysicalPlan:
+    """Choose a method for every live node (after the rewrite passes). ``forced_by`` names where
+    a forced ``executor`` came from, for explain and errors (the CLI flag, or the API's session)."""
     if executor not in FORCEABLE:
         raise PlanError(f"--executor must be one of {', '.join(FORCEABLE)}, got {executor!r}")
     resources = resources or Resources.local_only()
@@ -228,7 +231,7 @@ def lower(program: Program, resources: Resources | None = None, executor: str = 
             key = _cost_key(node)
             done = chosen.get(key)
             if done is None:
-                done = chosen[key] = _choose_product(node, resources, executor)
+                done = chosen[key] = _choose_product(node, resources, executor, forced_by)
             products[node.uid] = done if done.node is node else _for_node(done, node)
     placed = _placements(nodes, products, resources)
     local_steps: dict[tuple, Step] = {}
