@@ -95,7 +95,14 @@ SEEDS = [
     'A = randn(3, 3)\nB = A @ A.T + 2.5 * eye(3) - A / 4\nprint(-B.T)\nprint(sum(abs(B)))\n',
     'param p = "w.npy"\nW = load(p, dtype="float32")\nY = exp(W) * sqrt(abs(W))\nprint(Y)\n',
 ]
+SEEDS += [  # version 2 expressions and linear algebra
+    'X = randn(6, 4, seed=1)\nmu = mean(X, axis=0)\nZ = (X - mu) / sqrt(sum((X - mu) ** 2, axis=0))\n'
+    'print(argmax(Z, axis=1))\nprint(max(abs(Z)) > 1 and not 2 <= 3 or 0)\n',
+    'A = randn(8, 3, seed=1)\nQ, R = qr(A)\nU, s, Vt = svd(A, k=2)\nw, V = eigh(A.T @ A)\n'
+    'print(solve(R, Q.T @ ones(8, 1)))\nprint(hcat(A, ones(8, 1)))\nprint(where(A > 0, A, 0) * tanh(A))\n',
+]
 ALPHABET = list("()=@*+-/.,#\"\n TXAB0123456789eyrandomloadsaveprint_") + ["param", ".T", "@", "(3, 3)", "true"]
+ALPHABET += ["**", "<", ">=", "==", " and ", " or ", "not ", "axis=0", "k=2", "qr(", "hcat(", "Q, R = "]
 
 
 @st.composite
