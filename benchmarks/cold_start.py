@@ -5,7 +5,7 @@
 Each run is a fresh process (``jampi run PROG --executor cannon --quiet``), timed
 from launch to exit: what a user waits for. ``C = A @ B`` on two ``.npy`` files of
 n×n float64, the product written to a third. The archive is recorded first (an
-untimed run, then its watcher), in a cache folder of this benchmark's own, so the
+untimed run, which records and checks it before it exits), in a cache folder of this benchmark's own, so the
 user's cache is not touched; ``JAMPI_JVM_ARCHIVE=0`` gives the runs without it.
 Also timed: the same steps inside one process (gateway JVM, SparkContext,
 SparkSession, a first job), with and without the archive.

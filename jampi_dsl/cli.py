@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress or summary, only what the program prints")
     run.add_argument("--json", action="store_true", help="print outputs and timings as JSON on stdout")
     run.add_argument("--verbose", action="store_true",
-                     help="on a failure, print the whole chain of causes (also JAMPI_VERBOSE=1)")
+                     help="Spark's own start-up notices, and on a failure the whole chain of causes "
+                          "(also JAMPI_VERBOSE=1)")
     explain = sub.add_parser("explain", help="show the plan: every node's method and why")
     common(explain)
     explain.add_argument("--format", choices=("text", "json", "dot"), default="text")
@@ -122,6 +123,10 @@ def _json_value(value: Any) -> Any:
 
 
 def _run(args, out: Console, err: Console) -> int:
+    if args.verbose:  # Spark's own start-up notices too (planning may start Spark: set before it)
+        from .session import show_spark_output
+
+        show_spark_output()
     plan = _plan(args)
     if not plan.program.outputs:
         if not args.json:

@@ -5,26 +5,29 @@ jars (~3 s for the JVM, ~2.5 s for the SparkContext, ~3 s for the SparkSession
 on the project VM). With those classes mapped from a CDS archive each part
 takes about half (measured: 14.1 s → 7.9 s from launch to a first job's end).
 
-The first JVM jampi starts without an archive records one: the JVM writes it
-as it exits (``-XX:ArchiveClassesAtExit``), into a file of its own. That takes
-seconds, so at this process's exit jampi only tells the JVM to end and leaves a
-small watcher (``python -m jampi_dsl.jvm_archive``) to wait for it, check the
-file with ``java -Xshare:on`` and rename it into place: a truncated archive
-would crash every JVM that maps it (SIGBUS). Later starts map the archive. The
-JVM itself rejects an archive made for other jars or another JDK, and the
-file's name carries both.
+The first JVM jampi starts without an archive records one: the JVM writes it as
+it exits (``-XX:ArchiveClassesAtExit``), into a file of its own. That takes
+seconds, so the process that started it says so on stderr (one line), ends the
+JVM as it exits itself, waits for it, checks the file with ``java -Xshare:on``
+(a truncated archive would crash every JVM that maps it: SIGBUS) and renames it
+into place; nothing is left running after that process (see session.py's
+``_end_jvm``). Later starts map the archive. The JVM itself rejects an archive
+made for other jars or another JDK, and the file's name carries both.
+
+Everything this module creates or removes is in its own folder, under names it
+chose: the archive, the recording, its lock, and the crash logs
+(``hs_err_jampi_<pid>.log``) of the JVMs that map the archive. Files anywhere
+else, the user's ``hs_err_pid*.log`` included, are never touched.
 
 ``JAMPI_JVM_ARCHIVE=0`` turns this off; ``JAMPI_CACHE_DIR`` moves the cache.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import logging
 import os
 import subprocess
-import sys
 import time
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,9 @@ log = logging.getLogger(__name__)
 # The JVM's CDS messages go to stdout, where they would mix with a program's output.
 _QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 _USER_CDS = ("SharedArchiveFile", "ArchiveClassesAtExit", "-Xshare")
+# Crash logs of the JVMs that map the archive: in this module's folder, named so that they
+# can be told from anything else (a damaged archive crashes the JVM; see Archive.discard).
+_CRASH_LOG = "hs_err_jampi_"
 
 
 def enabled() -> bool:
@@ -86,10 +92,14 @@ class Archive:
         self.recording: str | None = None  # the file this process's JVM writes at exit
         self.options = ""  # what java_options() gave the JVM
 
-    def java_options(self) -> str:
-        """Options for the driver JVM about to start ("" when there is nothing to do)."""
+    def java_options(self, user_options: str = "") -> str:
+        """Options for the driver JVM about to start ("" when there is nothing to do).
+
+        ``user_options``: the JVM options already set; a crash-log place of the user's own wins."""
         if os.path.exists(self.path):
             self.options = f"-XX:SharedArchiveFile={self.path} {_QUIET}"
+            if "ErrorFile" not in user_options:
+                self.options += f" -XX:ErrorFile={os.path.join(self.folder, _CRASH_LOG)}%p.log"
         elif self._take_lock():
             self.recording = f"{self.path}.{os.getpid()}.tmp"
             self.options = f"-XX:ArchiveClassesAtExit={self.recording} {_QUIET}"
@@ -112,8 +122,7 @@ class Archive:
                     pid = 0
                 if pid and _alive(pid) or not pid and _age(self.lock) < 10:  # not yet written
                     return False
-                # No recorder is alive: its half-written file (named after the process that
-                # started the JVM, not the watcher whose pid the lock may hold) is garbage.
+                # Its recorder died: the half-written file it left (named after that process) is garbage.
                 _remove(self.lock)
                 prefix = os.path.basename(self.path) + "."
                 for name in os.listdir(self.folder):
@@ -133,48 +142,78 @@ class Archive:
             _remove(self.lock)
             self.recording = None
 
-    def discard(self) -> None:
-        """Drop an archive the JVM could not start with.
+    def keep_recording(self, java: str, classpath: str) -> bool:
+        """Once the recording JVM has exited: keep its archive if a JVM can map it.
 
-        A JVM that crashed on the archive left an ``hs_err_pid*.log`` in the working
-        directory; those that name this archive go too (it is jampi's mess, not the user's)."""
+        ``java`` and ``classpath`` are the recording JVM's own (the archive is only valid
+        for them). The recording and the lock go in any case."""
+        if self.recording is None:
+            return False
         try:
-            names = os.listdir(".")
-        except OSError:
-            names = []
-        for name in names:
-            if name.startswith("hs_err_pid") and name.endswith(".log"):
+            if not valid(java, classpath, self.recording):
+                return False
+            os.replace(self.recording, self.path)
+            return True
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.debug("no JVM archive recorded: %s", exc)
+            return False
+        finally:
+            self.abandon_recording()
+
+    def discard(self, since: float | None = None) -> None:
+        """Drop an archive a JVM could not map (checked with :func:`valid`, never on a guess).
+
+        The JVM that crashed on it wrote its crash log into this folder under a name of
+        jampi's (``hs_err_jampi_<pid>.log``); such logs written since ``since`` (a
+        ``time.time()``) that name this archive go too. Nothing outside the folder is touched."""
+        if since is not None:
+            try:
+                names = os.listdir(self.folder)
+            except OSError:
+                names = []
+            for name in names:
+                path = os.path.join(self.folder, name)
+                if not (name.startswith(_CRASH_LOG) and name.endswith(".log")) or _mtime(path) < since - 1:
+                    continue
                 try:
-                    with open(name, errors="replace") as fh:
+                    with open(path, errors="replace") as fh:
                         ours = self.path in fh.read()
                 except OSError:
                     ours = False
                 if ours:
-                    _remove(name)
+                    _remove(path)
         _remove(self.path)
 
 
-def _valid(java: str, classpath: str, archive: str) -> bool:
+def valid(java: str, classpath: str, archive: str) -> bool:
     """Whether a JVM maps the archive: ``-Xshare:on`` fails instead of silently not sharing."""
     if not os.path.exists(archive) or os.path.getsize(archive) == 0:
         return False
-    folder = os.path.dirname(archive)
+    folder = os.path.dirname(archive) or "."
     argv = [java, "-Xshare:on", f"-XX:SharedArchiveFile={archive}", *_QUIET.split(),
             f"-XX:ErrorFile={folder}/hs_err_check_%p.log", "-cp", classpath, "-version"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=folder)
     try:
-        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder, timeout=60)
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = -1
     finally:
-        for name in os.listdir(folder):
-            if name.startswith("hs_err_check_"):
-                _remove(os.path.join(folder, name))
-    return done.returncode == 0
+        _remove(os.path.join(folder, f"hs_err_check_{proc.pid}.log"))  # this check's own crash log only
+    return code == 0
 
 
 def _age(path: str) -> float:
+    return time.time() - _mtime(path)
+
+
+def _mtime(path: str) -> float:
     try:
-        return time.time() - os.path.getmtime(path)
+        return os.path.getmtime(path)
     except OSError:
-        return float("inf")
+        return float("-inf")
 
 
 def _remove(path: str) -> None:
@@ -186,59 +225,3 @@ def _remove(path: str) -> None:
 
 def user_has_cds(java_options: str) -> bool:
     return any(flag in java_options for flag in _USER_CDS)
-
-
-def finish_at_exit(archive: Archive, spark_context_class) -> None:
-    """At interpreter exit, end the recording JVM and leave a watcher to keep its archive."""
-
-    def finish():
-        gateway = getattr(spark_context_class, "_gateway", None)
-        proc = getattr(gateway, "proc", None)
-        if proc is None or archive.recording is None or proc.poll() is not None:
-            archive.abandon_recording()
-            return
-        try:
-            system = gateway.jvm.System
-            java = os.path.join(system.getProperty("java.home"), "bin", "java")
-            classpath = system.getProperty("java.class.path")
-            active = spark_context_class._active_spark_context
-            if active is not None:
-                active.stop()
-            watcher = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(proc.pid), archive.recording, archive.path, archive.lock, java],
-                env={**os.environ, "JAMPI_ARCHIVE_CLASSPATH": classpath},
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            with open(archive.lock, "w") as fh:  # the recording is the watcher's now
-                fh.write(str(watcher.pid))
-            proc.stdin.close()  # Spark's gateway exits on EOF; the JVM dumps as it exits
-        except Exception as exc:  # noqa: BLE001 - no archive this time; the next start records again
-            log.debug("no JVM archive recorded: %s", exc)
-            archive.abandon_recording()
-
-    atexit.register(finish)
-
-
-def settle(jvm_pid: int, recording: str, path: str, lock: str, java: str, classpath: str,
-           timeout: float = 300.0) -> bool:
-    """Wait for the recording JVM to exit, then keep its archive if a JVM can map it."""
-    try:
-        deadline = time.monotonic() + timeout
-        while _alive(jvm_pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(jvm_pid) or not _valid(java, classpath, recording):
-            return False
-        os.replace(recording, path)
-        return True
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.debug("no JVM archive recorded: %s", exc)
-        return False
-    finally:
-        _remove(recording)
-        _remove(lock)
-
-
-if __name__ == "__main__":
-    pid, recording_file, archive_file, lock_file, java_exe = sys.argv[1:6]
-    settle(int(pid), recording_file, archive_file, lock_file, java_exe, os.environ.get("JAMPI_ARCHIVE_CLASSPATH", ""))

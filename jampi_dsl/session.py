@@ -4,18 +4,28 @@ An active session (spark-submit, a notebook) is reused as it is. Otherwise
 jampi starts one: by default an embedded ``local[N]`` with enough slots for a
 2×2 Cannon grid even on a 2-core machine, bound to loopback, quiet, and with
 workers running this very interpreter.
+
+A driver JVM jampi launches is its child for good: its stderr passes through a
+filter (the JVM's own start-up notices are dropped unless verbose), and when
+this process exits the JVM is ended and waited for, with whatever it started,
+so no process outlives a ``jampi run``. A ``spark://`` master is checked for
+reachability before any JVM starts.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
 import os
 import re
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 import warnings
@@ -31,6 +41,16 @@ _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _owned = None
 # applicationId -> slots once they stopped changing (executors register asynchronously).
 _settled_slots: dict[str, int] = {}
+# The driver JVM this process launched (a _Jvm), ended at exit; None when Spark's JVM is another's.
+_jvm = None
+# Whether the JVM's own notices reach stderr (jampi run --verbose, JAMPI_VERBOSE=1).
+_verbose = False
+# How long a connection to a spark:// master may take before it counts as unreachable.
+REACH_TIMEOUT = 5.0
+# Lines the driver JVM prints on every start that tell a user nothing: the launcher's note on
+# the module Spark adds, and netlib's (MLlib's BLAS) failing to find a native library, after
+# which it uses its Java one.
+_NOISE = re.compile(rb"^(WARNING: Using incubator modules: |netlib-\w+: .*dlopen)")
 
 # Keeps Spark's start-up chatter off the console. The root level stays WARN because
 # Spark prints a "Setting default log level" banner when a shell's root level is
@@ -216,6 +236,7 @@ def spark_for_plans(master: str | None = None, conf: dict[str, str] | None = Non
     java = _check_java()
     settings = session_conf(master, conf)
     master_url = settings["spark.master"]
+    _check_reachable(master_url)
     if master_url.startswith("local"):
         # Workers must run this interpreter (its venv and jampi); a stale setting is never right here.
         os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -232,21 +253,96 @@ def spark_for_plans(master: str | None = None, conf: dict[str, str] | None = Non
     return spark
 
 
+def show_spark_output(show: bool = True) -> None:
+    """Let the driver JVM's own start-up notices through to stderr (``jampi run --verbose``).
+
+    By default jampi drops the few lines every start prints that tell a user nothing
+    (see ``_NOISE``); everything else the JVM prints, Spark's errors included, goes
+    through. ``JAMPI_VERBOSE=1`` does the same as ``show_spark_output()``."""
+    global _verbose
+    _verbose = show
+
+
+def _showing_spark_output() -> bool:
+    return _verbose or os.environ.get("JAMPI_VERBOSE", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _master_addresses(master: str) -> list[tuple[str, int]]:
+    """The host:port pairs of a ``spark://`` master URL (several for a standby setup)."""
+    addresses = []
+    for part in master[len("spark://"):].split(","):
+        parsed = urlparse(f"spark://{part.strip()}")
+        try:
+            port = parsed.port or 7077
+        except ValueError:  # Spark rejects the URL itself, with its own message
+            continue
+        if parsed.hostname:
+            addresses.append((parsed.hostname, port))
+    return addresses
+
+
+def _check_reachable(master: str, timeout: float | None = None) -> None:
+    """Fail at once, in one line, when no master of a ``spark://`` URL accepts a connection.
+
+    Spark itself would try for a minute, print a Java stack trace per try, and then go
+    on without executors."""
+    if not master.startswith("spark://"):
+        return
+    timeout = REACH_TIMEOUT if timeout is None else timeout
+    reasons = []
+    for host, port in _master_addresses(master):
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except TimeoutError:
+            reasons.append(f"no answer in {timeout:g} s")
+        except OSError as exc:
+            reasons.append((exc.strerror or type(exc).__name__).lower())
+    if reasons:
+        raise ExecutionError(f"cannot reach {master} ({'; '.join(dict.fromkeys(reasons))})")
+
+
 def _start(settings: dict[str, str], archive):
     try:
         return _build(settings)
     except Exception as exc:  # PySpark raises several types here; the first line says what went wrong
-        if archive is None or archive.recording is not None or not _jvm_exited(exc):
+        if archive is None or not _jvm_exited(exc):
+            if archive is not None and (_jvm is None or _jvm.recording is not archive):
+                archive.abandon_recording()  # else the JVM is up: it records all the same, at exit
             raise _start_error(settings, exc) from exc
-        # A JVM that cannot map its class archive (damaged, say) must not stop jampi: start without it.
-        log.warning("the JVM did not start with its class archive %s; starting without it", archive.path)
-        archive.discard()
-        key = "spark.driver.extraJavaOptions"
-        settings[key] = _without_archive(settings[key], archive.options)
+    # The JVM died on the way up with the archive's options: try without them. Whether the
+    # archive was at fault is then checked, not guessed: a bad --conf fails this way too.
+    attempted = time.time()
+    key = "spark.driver.extraJavaOptions"
+    settings[key] = _without_archive(settings[key], archive.options)
     try:
-        return _build(settings)
+        spark = _build(settings)
     except Exception as exc:
+        archive.abandon_recording()  # the archive (if any) stays: Spark fails without it as well
         raise _start_error(settings, exc) from exc
+    if archive.recording is not None:
+        archive.abandon_recording()  # the next start records again
+    elif _archive_is_damaged(archive):
+        log.warning("the JVM could not map its class archive %s: dropped it; Spark started without it",
+                    archive.path)
+        archive.discard(since=attempted - 1)
+    return spark
+
+
+def _archive_is_damaged(archive) -> bool:
+    """Whether a JVM like the running one (its java, its class path) fails to map ``archive``."""
+    from pyspark import SparkContext
+
+    from . import jvm_archive
+
+    try:
+        system = SparkContext._jvm.System
+        java = os.path.join(system.getProperty("java.home"), "bin", "java")
+        classpath = system.getProperty("java.class.path")
+        return not jvm_archive.valid(java, classpath, archive.path)
+    except Exception as exc:  # noqa: BLE001 - unsure: keep it
+        log.debug("could not check the JVM archive: %s", exc)
+        return False
 
 
 def _jvm_exited(exc: Exception) -> bool:
@@ -256,15 +352,218 @@ def _jvm_exited(exc: Exception) -> bool:
 
 
 def _start_error(settings: dict[str, str], exc: Exception) -> ExecutionError:
+    said = getattr(exc, "jvm_said", None)  # what the JVM printed before it died, if it died
     first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    return ExecutionError(f"could not start Spark with master {settings['spark.master']}: {first.strip()}")
+    return ExecutionError(f"could not start Spark with master {settings['spark.master']}: {(said or first).strip()}")
 
 
 def _build(settings: dict[str, str]) -> OwnSession:
     from pyspark import SparkConf, SparkContext
 
+    conf = SparkConf().setAll(list(settings.items()))
     with _without_pandas_warning():
-        return OwnSession(SparkContext.getOrCreate(SparkConf().setAll(list(settings.items()))))
+        if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
+            return OwnSession(SparkContext.getOrCreate(conf))
+        return OwnSession(SparkContext(conf=conf, gateway=_launch(conf)))
+
+
+class _JvmOutput:
+    """The driver JVM's stderr, passed on to this process's stderr line by line by a thread.
+
+    Lines that match ``_NOISE`` are dropped unless :func:`show_spark_output`. Until the JVM
+    is up its lines are held: on a failed start they explain the failure (the error's
+    message), instead of being printed once per attempt."""
+
+    def __init__(self):
+        read, self.write_fd = os.pipe()
+        self._held: list[bytes] | None = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._pump, args=(read,), name="jampi-jvm-stderr", daemon=True)
+        self._thread.start()
+
+    def _pump(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as stream:
+            for line in stream:
+                if _NOISE.match(line) and not _showing_spark_output():
+                    continue
+                with self._lock:
+                    if self._held is not None:
+                        self._held.append(line)
+                        continue
+                _write_stderr(line)
+
+    def close_writer(self) -> None:
+        """This process's copy of the pipe's write end; the JVM keeps its own."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def release(self) -> None:
+        """The JVM is up: what it said so far, and all it says from now on, goes to stderr."""
+        with self._lock:
+            held, self._held = self._held or [], None
+        for line in held:
+            _write_stderr(line)
+
+    def failure(self) -> str | None:
+        """After the JVM died on the way up: the line that says why (the rest goes to stderr
+        under --verbose)."""
+        self.close_writer()
+        self._thread.join(timeout=10)
+        with self._lock:
+            held, self._held = self._held or [], None
+        lines = [line.decode(errors="replace").rstrip() for line in held]
+        if _showing_spark_output():
+            for line in held:
+                _write_stderr(line)
+        useful = [line for line in lines if line.strip() and not line.startswith("#")
+                  and not line.startswith("Error: Could not create the Java Virtual Machine")
+                  and not line.startswith("Error: A fatal exception has occurred")]
+        return useful[0] if useful else None
+
+    def join(self, timeout: float) -> None:
+        self.close_writer()
+        self._thread.join(timeout=timeout)
+        self.release()
+
+
+def _write_stderr(line: bytes) -> None:
+    try:
+        sys.stderr.flush()
+        os.write(2, line)
+    except (OSError, ValueError):
+        pass
+
+
+class _Jvm:
+    """The driver JVM this process launched, and the archive it records (if it does)."""
+
+    def __init__(self, proc, output: _JvmOutput):
+        self.proc = proc
+        self.output = output
+        self.recording = None  # a jvm_archive.Archive whose recording this JVM writes at exit
+        self.java = self.classpath = ""  # the JVM's own, to check what it recorded
+
+
+_launching_archive = None  # the Archive whose options the next launch carries (see _with_jvm_archive)
+
+
+def _launch(conf):
+    """Launch the gateway JVM as PySpark does, with its stderr through a :class:`_JvmOutput`,
+    and see to it that it ends when this process does."""
+    from pyspark.java_gateway import launch_gateway
+
+    global _jvm, _launching_archive
+    output = _JvmOutput()
+    try:
+        gateway = launch_gateway(conf, popen_kwargs={"stderr": output.write_fd})
+    except Exception as exc:
+        exc.jvm_said = output.failure()
+        raise
+    finally:
+        output.close_writer()
+    output.release()
+    _jvm = _Jvm(gateway.proc, output)
+    archive, _launching_archive = _launching_archive, None
+    options = conf.get("spark.driver.extraJavaOptions", "") or ""
+    if archive is not None and archive.recording is not None and archive.recording in options:
+        try:
+            system = gateway.jvm.System
+            _jvm.java = os.path.join(system.getProperty("java.home"), "bin", "java")
+            _jvm.classpath = system.getProperty("java.class.path")
+            _jvm.recording = archive
+        except Exception as exc:  # noqa: BLE001 - no archive this time; the next start records again
+            log.debug("no JVM archive recorded: %s", exc)
+    _register_end()
+    return gateway
+
+
+_registered = False
+
+
+def _register_end() -> None:
+    global _registered
+    if not _registered:
+        atexit.register(_end_jvm)
+        _registered = True
+
+
+def _end_jvm(timeout: float = 30.0, recording_timeout: float = 600.0) -> None:
+    """End the driver JVM this process launched and wait for it, and for the processes it
+    started (Python workers), so that none outlives this one. A JVM that records the class
+    archive writes it as it exits: that is waited for too (once, said on stderr), and the
+    archive is checked and kept before this returns."""
+    global _jvm
+    jvm, _jvm = _jvm, None
+    if jvm is None or jvm.proc is None:
+        return
+    proc, archive = jvm.proc, jvm.recording
+    try:
+        if proc.poll() is None:
+            import psutil
+            from pyspark import SparkContext
+
+            if archive is not None:
+                _write_stderr(b"jampi: saving the JVM's class archive for faster Spark starts (once)...\n")
+            # The JVM stops its SparkContext as it exits (Spark's shutdown hook). A stop() from
+            # here would take a second more, waiting on this side's accumulator server; that
+            # server only needs to take the JVM's hanging up as the end, not print a trace.
+            server = getattr(SparkContext._active_spark_context, "_accumulatorServer", None)
+            if server is not None:
+                server.handle_error = lambda request, address: None
+            try:
+                children = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.Error:
+                children = []
+            try:
+                proc.stdin.close()  # Spark's gateway exits on EOF (and dumps the archive as it does)
+            except (OSError, AttributeError):
+                pass
+            try:
+                proc.wait(timeout=recording_timeout if archive is not None else timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("the Spark driver JVM did not exit in time: killed it")
+                proc.kill()
+                proc.wait()
+                if archive is not None:
+                    archive.abandon_recording()
+            # Its Python workers end when they see it gone; any that does not is ended here.
+            for child in _still_running(children, timeout=10):
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+        jvm.output.join(timeout=5)
+        if archive is not None and archive.recording is not None:
+            if proc.returncode == 0 and archive.keep_recording(jvm.java, jvm.classpath):
+                log.debug("JVM archive kept: %s", archive.path)
+            else:
+                archive.abandon_recording()
+    except BaseException as exc:  # Ctrl-C while waiting, say: end it now, keep nothing half-made
+        log.debug("ending the Spark driver JVM: %r", exc)
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=10)
+        if archive is not None:
+            archive.abandon_recording()
+
+
+def _still_running(procs, timeout: float) -> list:
+    """Those of ``procs`` (psutil processes) still running after up to ``timeout`` seconds.
+
+    A zombie has ended: its parent (the JVM, now gone) never reaps it, init does, in time."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        running = []
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    running.append(proc)
+        if not running or time.monotonic() >= deadline:
+            return running
+        procs = running
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
@@ -280,7 +579,7 @@ def _without_archive(options: str, added: str) -> str:
     return options[: -len(added)].rstrip() if added and options.endswith(added) else options
 
 
-def _with_jvm_archive(settings: dict[str, str], java: str):
+def _with_jvm_archive(settings: dict[str, str], java: str | None = None):
     """Add the class-data-sharing archive to the driver JVM's options (see jvm_archive.py).
 
     Only when this process launches the JVM now, and the user has not set CDS options."""
@@ -288,16 +587,17 @@ def _with_jvm_archive(settings: dict[str, str], java: str):
 
     from . import jvm_archive
 
+    global _launching_archive
     options = settings.get("spark.driver.extraJavaOptions", "")
-    if not jvm_archive.enabled() or SparkContext._gateway is not None or jvm_archive.user_has_cds(options):
+    if (not jvm_archive.enabled() or SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT")
+            or jvm_archive.user_has_cds(options)):
         return None
-    archive = jvm_archive.Archive(java)
-    extra = archive.java_options()
+    archive = jvm_archive.Archive(java or _check_java())
+    extra = archive.java_options(options)
     if not extra:
         return None
     settings["spark.driver.extraJavaOptions"] = f"{options} {extra}".strip()
-    if archive.recording is not None:
-        jvm_archive.finish_at_exit(archive, SparkContext)
+    _launching_archive = archive
     return archive
 
 

@@ -1,4 +1,5 @@
-"""The driver JVM's class-data-sharing archive: recorded once, checked, mapped, never fatal."""
+"""The driver JVM's class-data-sharing archive: recorded once (in the foreground), checked,
+mapped, never fatal, and never a reason to touch a file jampi did not make."""
 
 from __future__ import annotations
 
@@ -31,29 +32,59 @@ def test_a_recording_is_kept_only_when_a_jvm_can_map_it(tmp_path):
     archive = jvm_archive.Archive(JAVA_OR_NAME, str(tmp_path))
     assert archive.java_options().startswith(f"-XX:ArchiveClassesAtExit={archive.recording} ")
     assert open(archive.lock).read() == str(os.getpid())
-    jvm = _record_tiny_archive(archive.recording)
+    _record_tiny_archive(archive.recording)
     assert os.path.getsize(archive.recording) > 0
-    assert jvm_archive.settle(jvm.pid, archive.recording, archive.path, archive.lock, JAVA, ".")
+    recording = archive.recording
+    assert archive.keep_recording(JAVA, ".")
     assert os.path.exists(archive.path) and not os.path.exists(archive.lock)
-    assert not os.path.exists(archive.recording)
-    # Now every start maps it, quietly (CDS messages would land in a program's stdout).
+    assert not os.path.exists(recording) and archive.recording is None
+    # Now every start maps it, quietly (CDS messages would land in a program's stdout); a JVM
+    # that crashes on it writes its crash log into jampi's folder, under a name of jampi's.
+    crash_logs = os.path.join(str(tmp_path), "hs_err_jampi_%p.log")
     assert jvm_archive.Archive(JAVA_OR_NAME, str(tmp_path)).java_options() == (
-        f"-XX:SharedArchiveFile={archive.path} -Xlog:cds=off -Xlog:cds+dynamic=off"
+        f"-XX:SharedArchiveFile={archive.path} -Xlog:cds=off -Xlog:cds+dynamic=off -XX:ErrorFile={crash_logs}"
     )
+    # ... unless the user says where crash logs go.
+    assert "ErrorFile" not in jvm_archive.Archive(JAVA_OR_NAME, str(tmp_path)).java_options("-XX:ErrorFile=/x/%p")
 
     # A cut-short recording (the JVM killed while dumping) would crash every JVM mapping it.
-    cut = str(tmp_path / "cut.jsa")
-    with open(archive.path, "rb") as src, open(cut, "wb") as dst:
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    other = jvm_archive.Archive(JAVA_OR_NAME, str(cut))
+    assert other.java_options().startswith("-XX:ArchiveClassesAtExit=")
+    with open(archive.path, "rb") as src, open(other.recording, "wb") as dst:
         dst.write(src.read()[: os.path.getsize(archive.path) // 2])
-    crashed = subprocess.run([JAVA, f"-XX:SharedArchiveFile={cut}", "-XX:ErrorFile=/dev/null", "-cp", ".",
-                              "-version"], capture_output=True, cwd=tmp_path)
+    crashed = subprocess.run([JAVA, f"-XX:SharedArchiveFile={other.recording}", "-XX:ErrorFile=/dev/null", "-cp",
+                              ".", "-version"], capture_output=True, cwd=tmp_path)
     assert crashed.returncode != 0
-    lock = str(tmp_path / "other.recording")
-    open(lock, "w").close()
-    final = str(tmp_path / "other.jsa")
-    assert not jvm_archive.settle(jvm.pid, cut, final, lock, JAVA, ".")
-    assert not os.path.exists(final) and not os.path.exists(cut) and not os.path.exists(lock)
+    assert not other.keep_recording(JAVA, ".")
+    assert os.listdir(cut) == []  # neither the archive, the recording, the lock nor the check's crash log
     assert not [name for name in os.listdir(tmp_path) if name.startswith("hs_err")]
+
+
+def test_discard_removes_only_what_jampi_made(tmp_path, monkeypatch):
+    """A damaged archive goes with the crash logs its JVMs wrote into jampi's folder, and with
+    nothing else: not the user's hs_err files, not an older crash log, not another archive's."""
+    folder = tmp_path / "jvm"
+    work = tmp_path / "work"
+    folder.mkdir()
+    work.mkdir()
+    monkeypatch.chdir(work)
+    archive = jvm_archive.Archive(JAVA_OR_NAME, str(folder))
+    open(archive.path, "w").close()
+    names_it = f"jvm_args: -XX:SharedArchiveFile={archive.path}\n"
+    users = work / "hs_err_pid123.log"
+    users.write_text(names_it)  # the user's JVM, mapping the same archive: not jampi's to remove
+    ours = folder / "hs_err_jampi_4242.log"
+    ours.write_text(names_it)
+    older = folder / "hs_err_jampi_4141.log"
+    older.write_text(names_it)
+    os.utime(older, (time.time() - 3600, time.time() - 3600))
+    unrelated = folder / "hs_err_jampi_4343.log"
+    unrelated.write_text("jvm_args: -Xmx1g\n")
+    archive.discard(since=time.time() - 60)
+    assert not os.path.exists(archive.path) and not ours.exists()
+    assert users.read_text() == names_it and older.exists() and unrelated.exists()
 
 
 def test_one_recorder_at_a_time_and_a_dead_ones_lock_is_taken_over(tmp_path):
@@ -129,11 +160,9 @@ def test_spark_records_maps_and_survives_a_damaged_archive(tmp_path):
     first = start()
     assert first.returncode == 0, first.stderr[-2000:]
     assert "NOT MAPPED" in first.stdout and "cds" not in first.stdout
+    assert "saving the JVM's class archive" in first.stderr  # the one line saying why the exit waits
     folder = tmp_path / "jvm"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not list(folder.glob("*.jsa")):
-        time.sleep(0.5)  # the watcher keeps the archive once the JVM has dumped it and exited
-    kept = list(folder.glob("*.jsa"))
+    kept = list(folder.glob("*.jsa"))  # kept before the process exited: no watcher after it
     assert len(kept) == 1 and not list(folder.glob("*.recording")) and not list(folder.glob("*.tmp"))
 
     second = start()
@@ -142,8 +171,13 @@ def test_spark_records_maps_and_survives_a_damaged_archive(tmp_path):
 
     with open(kept[0], "r+b") as fh:
         fh.truncate(os.path.getsize(kept[0]) // 2)
+    # A crash log of the user's own, naming the archive: jampi did not write it, so it stays.
+    users = tmp_path / "hs_err_pid123.log"
+    users.write_text(f"jvm_args: -XX:SharedArchiveFile={kept[0]}\n")
     third = start()
     assert third.returncode == 0, third.stderr[-2000:]
-    assert "starting without it" in third.stderr and "NOT MAPPED" in third.stdout
+    assert "started without it" in third.stderr and "NOT MAPPED" in third.stdout
     assert not kept[0].exists()
-    assert not [name for name in os.listdir(tmp_path) if name.startswith("hs_err")]
+    assert users.exists()
+    assert [name for name in os.listdir(tmp_path) if name.startswith("hs_err")] == [users.name]
+    assert not list(folder.glob("hs_err*"))  # the crashed JVM's own log (in jampi's folder) went too
