@@ -54,7 +54,8 @@ def resources_for(master: str | None, conf: dict[str, str] | None, *, start: boo
     (or a session that is already running, e.g. under spark-submit) is asked."""
     if not start and _is_local_master(master) and not spark_is_active():
         return Resources.for_master(master, conf)
-    from .session import resources_from_spark, spark_for_plans
+    from .cluster import resources_from_spark
+    from .session import spark_for_plans
 
     return resources_from_spark(spark_for_plans(master, conf)).with_conf(conf)
 

@@ -124,7 +124,7 @@ def _json_value(value: Any) -> Any:
 
 def _run(args, out: Console, err: Console) -> int:
     if args.verbose:  # Spark's own start-up notices too (planning may start Spark: set before it)
-        from .session import show_spark_output
+        from .driver_jvm import show_spark_output
 
         show_spark_output()
     plan = _plan(args)

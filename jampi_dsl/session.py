@@ -1,36 +1,39 @@
-"""The Spark session jampi runs on, and what it can tell about its resources.
+"""The Spark session jampi runs on: found, or started and configured.
 
 An active session (spark-submit, a notebook) is reused as it is. Otherwise
 jampi starts one: by default an embedded ``local[N]`` with enough slots for a
 2×2 Cannon grid even on a 2-core machine, bound to loopback, quiet, and with
 workers running this very interpreter.
 
-A driver JVM jampi launches is its child for good: its stderr passes through a
-filter (the JVM's own start-up notices are dropped unless verbose), and when
-this process exits the JVM is ended and waited for, with whatever it started,
-so no process outlives a ``jampi run``. A ``spark://`` master is checked for
-reachability before any JVM starts.
+The driver JVM it launches is :mod:`.driver_jvm`'s (its output and its end);
+what a running session can tell the planner is :mod:`.cluster`'s. A
+``spark://`` master is checked for reachability before any JVM starts.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
-import math
 import os
-import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import types
 import warnings
 from urllib.parse import urlparse
 
+from . import cluster, driver_jvm
+from .cluster import (  # noqa: F401
+    _local_slots,  # noqa: F401 - re-exported: callers and tests read it here
+    dynamic_allocation,
+    grid_side,
+    resources_from_spark,
+    task_cpus,
+    task_slots,
+)
+from .driver_jvm import _NOISE, show_spark_output  # noqa: F401 - re-exported for the CLI and tests
 from .errors import ExecutionError
 
 log = logging.getLogger(__name__)
@@ -39,18 +42,8 @@ _LOOPBACK = "127.0.0.1"
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # The session jampi started itself; stop_spark() never stops one it merely reused.
 _owned = None
-# applicationId -> slots once they stopped changing (executors register asynchronously).
-_settled_slots: dict[str, int] = {}
-# The driver JVM this process launched (a _Jvm), ended at exit; None when Spark's JVM is another's.
-_jvm = None
-# Whether the JVM's own notices reach stderr (jampi run --verbose, JAMPI_VERBOSE=1).
-_verbose = False
 # How long a connection to a spark:// master may take before it counts as unreachable.
 REACH_TIMEOUT = 5.0
-# Lines the driver JVM prints on every start that tell a user nothing: the launcher's note on
-# the module Spark adds, and netlib's (MLlib's BLAS) failing to find a native library, after
-# which it uses its Java one.
-_NOISE = re.compile(rb"^(WARNING: Using incubator modules: |netlib-\w+: .*dlopen)")
 
 # Keeps Spark's start-up chatter off the console. The root level stays WARN because
 # Spark prints a "Setting default log level" banner when a shell's root level is
@@ -253,20 +246,6 @@ def spark_for_plans(master: str | None = None, conf: dict[str, str] | None = Non
     return spark
 
 
-def show_spark_output(show: bool = True) -> None:
-    """Let the driver JVM's own start-up notices through to stderr (``jampi run --verbose``).
-
-    By default jampi drops the few lines every start prints that tell a user nothing
-    (see ``_NOISE``); everything else the JVM prints, Spark's errors included, goes
-    through. ``JAMPI_VERBOSE=1`` does the same as ``show_spark_output()``."""
-    global _verbose
-    _verbose = show
-
-
-def _showing_spark_output() -> bool:
-    return _verbose or os.environ.get("JAMPI_VERBOSE", "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
 def _master_addresses(master: str) -> list[tuple[str, int]]:
     """The host:port pairs of a ``spark://`` master URL (several for a standby setup)."""
     addresses = []
@@ -307,7 +286,8 @@ def _start(settings: dict[str, str], archive):
         return _build(settings)
     except Exception as exc:  # PySpark raises several types here; the first line says what went wrong
         if archive is None or not _jvm_exited(exc):
-            if archive is not None and (_jvm is None or _jvm.recording is not archive):
+            launched = driver_jvm.current()
+            if archive is not None and (launched is None or launched.recording is not archive):
                 archive.abandon_recording()  # else the JVM is up: it records all the same, at exit
             raise _start_error(settings, exc) from exc
     # The JVM died on the way up with the archive's options: try without them. Whether the
@@ -364,206 +344,7 @@ def _build(settings: dict[str, str]) -> OwnSession:
     with _without_pandas_warning():
         if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
             return OwnSession(SparkContext.getOrCreate(conf))
-        return OwnSession(SparkContext(conf=conf, gateway=_launch(conf)))
-
-
-class _JvmOutput:
-    """The driver JVM's stderr, passed on to this process's stderr line by line by a thread.
-
-    Lines that match ``_NOISE`` are dropped unless :func:`show_spark_output`. Until the JVM
-    is up its lines are held: on a failed start they explain the failure (the error's
-    message), instead of being printed once per attempt."""
-
-    def __init__(self):
-        read, self.write_fd = os.pipe()
-        self._held: list[bytes] | None = []
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._pump, args=(read,), name="jampi-jvm-stderr", daemon=True)
-        self._thread.start()
-
-    def _pump(self, fd: int) -> None:
-        with os.fdopen(fd, "rb") as stream:
-            for line in stream:
-                if _NOISE.match(line) and not _showing_spark_output():
-                    continue
-                with self._lock:
-                    if self._held is not None:
-                        self._held.append(line)
-                        continue
-                _write_stderr(line)
-
-    def close_writer(self) -> None:
-        """This process's copy of the pipe's write end; the JVM keeps its own."""
-        if self.write_fd >= 0:
-            os.close(self.write_fd)
-            self.write_fd = -1
-
-    def release(self) -> None:
-        """The JVM is up: what it said so far, and all it says from now on, goes to stderr."""
-        with self._lock:
-            held, self._held = self._held or [], None
-        for line in held:
-            _write_stderr(line)
-
-    def failure(self) -> str | None:
-        """After the JVM died on the way up: the line that says why (the rest goes to stderr
-        under --verbose)."""
-        self.close_writer()
-        self._thread.join(timeout=10)
-        with self._lock:
-            held, self._held = self._held or [], None
-        lines = [line.decode(errors="replace").rstrip() for line in held]
-        if _showing_spark_output():
-            for line in held:
-                _write_stderr(line)
-        useful = [line for line in lines if line.strip() and not line.startswith("#")
-                  and not line.startswith("Error: Could not create the Java Virtual Machine")
-                  and not line.startswith("Error: A fatal exception has occurred")]
-        return useful[0] if useful else None
-
-    def join(self, timeout: float) -> None:
-        self.close_writer()
-        self._thread.join(timeout=timeout)
-        self.release()
-
-
-def _write_stderr(line: bytes) -> None:
-    try:
-        sys.stderr.flush()
-        os.write(2, line)
-    except (OSError, ValueError):
-        pass
-
-
-class _Jvm:
-    """The driver JVM this process launched, and the archive it records (if it does)."""
-
-    def __init__(self, proc, output: _JvmOutput):
-        self.proc = proc
-        self.output = output
-        self.recording = None  # a jvm_archive.Archive whose recording this JVM writes at exit
-        self.java = self.classpath = ""  # the JVM's own, to check what it recorded
-
-
-_launching_archive = None  # the Archive whose options the next launch carries (see _with_jvm_archive)
-
-
-def _launch(conf):
-    """Launch the gateway JVM as PySpark does, with its stderr through a :class:`_JvmOutput`,
-    and see to it that it ends when this process does."""
-    from pyspark.java_gateway import launch_gateway
-
-    global _jvm, _launching_archive
-    output = _JvmOutput()
-    try:
-        gateway = launch_gateway(conf, popen_kwargs={"stderr": output.write_fd})
-    except Exception as exc:
-        exc.jvm_said = output.failure()
-        raise
-    finally:
-        output.close_writer()
-    output.release()
-    _jvm = _Jvm(gateway.proc, output)
-    archive, _launching_archive = _launching_archive, None
-    options = conf.get("spark.driver.extraJavaOptions", "") or ""
-    if archive is not None and archive.recording is not None and archive.recording in options:
-        try:
-            system = gateway.jvm.System
-            _jvm.java = os.path.join(system.getProperty("java.home"), "bin", "java")
-            _jvm.classpath = system.getProperty("java.class.path")
-            _jvm.recording = archive
-        except Exception as exc:  # noqa: BLE001 - no archive this time; the next start records again
-            log.debug("no JVM archive recorded: %s", exc)
-    _register_end()
-    return gateway
-
-
-_registered = False
-
-
-def _register_end() -> None:
-    global _registered
-    if not _registered:
-        atexit.register(_end_jvm)
-        _registered = True
-
-
-def _end_jvm(timeout: float = 30.0, recording_timeout: float = 600.0) -> None:
-    """End the driver JVM this process launched and wait for it, and for the processes it
-    started (Python workers), so that none outlives this one. A JVM that records the class
-    archive writes it as it exits: that is waited for too (once, said on stderr), and the
-    archive is checked and kept before this returns."""
-    global _jvm
-    jvm, _jvm = _jvm, None
-    if jvm is None or jvm.proc is None:
-        return
-    proc, archive = jvm.proc, jvm.recording
-    try:
-        if proc.poll() is None:
-            import psutil
-            from pyspark import SparkContext
-
-            if archive is not None:
-                _write_stderr(b"jampi: saving the JVM's class archive for faster Spark starts (once)...\n")
-            # The JVM stops its SparkContext as it exits (Spark's shutdown hook). A stop() from
-            # here would take a second more, waiting on this side's accumulator server; that
-            # server only needs to take the JVM's hanging up as the end, not print a trace.
-            server = getattr(SparkContext._active_spark_context, "_accumulatorServer", None)
-            if server is not None:
-                server.handle_error = lambda request, address: None
-            try:
-                children = psutil.Process(proc.pid).children(recursive=True)
-            except psutil.Error:
-                children = []
-            try:
-                proc.stdin.close()  # Spark's gateway exits on EOF (and dumps the archive as it does)
-            except (OSError, AttributeError):
-                pass
-            try:
-                proc.wait(timeout=recording_timeout if archive is not None else timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("the Spark driver JVM did not exit in time: killed it")
-                proc.kill()
-                proc.wait()
-                if archive is not None:
-                    archive.abandon_recording()
-            # Its Python workers end when they see it gone; any that does not is ended here.
-            for child in _still_running(children, timeout=10):
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-        jvm.output.join(timeout=5)
-        if archive is not None and archive.recording is not None:
-            if proc.returncode == 0 and archive.keep_recording(jvm.java, jvm.classpath):
-                log.debug("JVM archive kept: %s", archive.path)
-            else:
-                archive.abandon_recording()
-    except BaseException as exc:  # Ctrl-C while waiting, say: end it now, keep nothing half-made
-        log.debug("ending the Spark driver JVM: %r", exc)
-        with contextlib.suppress(OSError):
-            proc.kill()
-        with contextlib.suppress(Exception):
-            proc.wait(timeout=10)
-        if archive is not None:
-            archive.abandon_recording()
-
-
-def _still_running(procs, timeout: float) -> list:
-    """Those of ``procs`` (psutil processes) still running after up to ``timeout`` seconds.
-
-    A zombie has ended: its parent (the JVM, now gone) never reaps it, init does, in time."""
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    while True:
-        running = []
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    running.append(proc)
-        if not running or time.monotonic() >= deadline:
-            return running
-        procs = running
-        time.sleep(0.02)
+        return OwnSession(SparkContext(conf=conf, gateway=driver_jvm.launch(conf)))
 
 
 @contextlib.contextmanager
@@ -587,7 +368,6 @@ def _with_jvm_archive(settings: dict[str, str], java: str | None = None):
 
     from . import jvm_archive
 
-    global _launching_archive
     options = settings.get("spark.driver.extraJavaOptions", "")
     if (not jvm_archive.enabled() or SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT")
             or jvm_archive.user_has_cds(options)):
@@ -597,7 +377,7 @@ def _with_jvm_archive(settings: dict[str, str], java: str | None = None):
     if not extra:
         return None
     settings["spark.driver.extraJavaOptions"] = f"{options} {extra}".strip()
-    _launching_archive = archive
+    driver_jvm.carry_archive(archive)
     return archive
 
 
@@ -612,125 +392,9 @@ def stop_spark() -> None:
     """Stop the session jampi started, if any (a reused session is left running)."""
     global _owned
     if _owned is not None:
-        _settled_slots.pop(_owned.sparkContext.applicationId, None)
+        cluster.forget(_owned)
         _owned.stop()
         _owned = None
-
-
-def task_cpus(spark) -> int:
-    return int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
-
-
-def dynamic_allocation(spark) -> bool:
-    return spark.sparkContext.getConf().get("spark.dynamicAllocation.enabled", "false").strip().lower() == "true"
-
-
-def _local_slots(master: str) -> int | None:
-    m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master)
-    if m:
-        n = m.group(1)
-        return (os.cpu_count() or 1) if n in (None, "*") else int(n)
-    m = re.fullmatch(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]", master)
-    if m:
-        return int(m.group(1)) * int(m.group(2))
-    return None
-
-
-def _current_slots(sc) -> int:
-    """Concurrent task slots of the registered executors, as the barrier scheduler counts them."""
-    try:
-        jsc = sc._jsc.sc()
-        return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
-    except Exception:  # internal API moved: defaultParallelism is total cores on most backends
-        return sc.defaultParallelism // max(1, int(sc.getConf().get("spark.task.cpus", "1")))
-
-
-def _expected_slots(sc, cpus: int) -> int | None:
-    conf = sc.getConf()
-    if conf.contains("spark.cores.max"):
-        return int(conf.get("spark.cores.max")) // cpus
-    if conf.contains("spark.executor.instances") and conf.contains("spark.executor.cores"):
-        return int(conf.get("spark.executor.instances")) * int(conf.get("spark.executor.cores")) // cpus
-    return None
-
-
-def task_slots(spark, *, timeout: float = 30.0, settle: float = 2.0) -> int:
-    """Total concurrent task slots: executor cores / ``spark.task.cpus``.
-
-    Local masters answer at once. On a cluster executors register
-    asynchronously after the session starts, so this waits (at most
-    ``timeout`` seconds) until the expected cores are there, or, when the
-    configuration does not say how many to expect, until the count has been
-    positive and unchanged for ``settle`` seconds.
-    """
-    sc = spark.sparkContext
-    cpus = task_cpus(spark)
-    local = _local_slots(sc.master)
-    if local is not None:
-        return max(1, local // cpus)
-    app = sc.applicationId
-    dynamic = dynamic_allocation(spark)
-    if app in _settled_slots and not dynamic:
-        return _settled_slots[app]
-    expected = _expected_slots(sc, cpus)
-    deadline = time.monotonic() + timeout
-    slots, since = _current_slots(sc), time.monotonic()
-    while time.monotonic() < deadline:
-        if expected is not None and slots >= expected:
-            break
-        if expected is None and slots > 0 and time.monotonic() - since >= settle:
-            break
-        time.sleep(0.25)
-        now = _current_slots(sc)
-        if now != slots:
-            slots, since = now, time.monotonic()
-    if slots > 0 and not dynamic:
-        _settled_slots[app] = slots
-    return slots
-
-
-def grid_side(slots: int) -> int:
-    """The side q of the largest q×q grid of tasks that fits in ``slots``."""
-    return max(1, math.isqrt(max(1, slots)))
-
-
-def resources_from_spark(spark):
-    """The planner's view of a running session: slots, cores, memory per task, dynamic allocation."""
-    import psutil
-
-    from .planner.cost import Resources
-
-    sc = spark.sparkContext
-    conf = sc.getConf()
-    cpus = task_cpus(spark)
-    slots = task_slots(spark)
-    machine = psutil.virtual_memory().total
-    local = _local_slots(sc.master) is not None
-    cores = min(os.cpu_count() or 1, slots * cpus) if local else slots * cpus
-    executor_memory = _bytes(conf.get("spark.executor.memory", "1g"))
-    per_executor = int(conf.get("spark.executor.cores", str(max(1, slots * cpus)))) // cpus or 1
-    task_memory = int(machine * 0.5 / max(1, slots)) if local else int(executor_memory * 1.5 / per_executor)
-    return Resources(
-        spark=True,
-        slots=slots,
-        task_cpus=cpus,
-        local_cores=os.cpu_count() or 1,
-        driver_budget=int(machine * 0.4),  # NumPy on the driver runs in Python, outside the JVM heap
-        task_memory=task_memory,
-        dynamic_allocation=dynamic_allocation(spark),
-        master=sc.master,
-        cores=max(1, cores),
-        executors=1 if local else max(1, slots // per_executor),
-    )
-
-
-def _bytes(text: str) -> int:
-    """Spark memory strings: 512m, 3g, 1024k, or bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*", text.lower())
-    if not m:
-        return 2**30
-    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2)]
-    return int(float(m.group(1)) * scale)
 
 
 class _CallableModule(types.ModuleType):

@@ -32,7 +32,7 @@ from pyspark import StorageLevel
 from pyspark.rdd import RDD, Partitioner, PipelinedRDD
 
 from .. import ops
-from ..session import grid_side
+from ..cluster import grid_side
 from ..tempfiles import temp_name
 from . import blocktasks as bt
 from .blockframes import ELEMENTS_PER_BLOCK, RawBlockSerializer, RawPairDeserializer

@@ -25,7 +25,7 @@ from .sources import GeneratorSource, NpySource
 
 
 def slots(ctx: RunContext) -> int:
-    from ..session import task_slots
+    from ..cluster import task_slots
 
     return task_slots(ctx.get_spark())
 

@@ -65,7 +65,7 @@ _LOCAL_SLOTS: dict[str, int] = {}  # applicationId -> slots of a local master (f
 
 
 def _slots(spark) -> int:
-    from ...session import task_slots
+    from ...cluster import task_slots
 
     sc = spark.sparkContext
     if not sc.master.startswith("local"):
