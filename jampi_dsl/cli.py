@@ -17,8 +17,17 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, api
 from .errors import JampiError, ResolveError
@@ -145,15 +154,7 @@ def _run(args, out: Console, err: Console) -> int:
             ctx.get_spark()
         spark_seconds = time.perf_counter() - started
     if show_progress:
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=err, transient=True) as progress:
-            task = progress.add_task("starting", total=len(plan.steps))
-            result = execute(
-                plan, ctx,
-                on_start=lambda step: progress.update(task, description=node_name(plan, step)[:60]),
-                on_done=lambda step, seconds: progress.advance(task),
-            )
+        result = _execute_with_progress(plan, ctx, err)
     else:
         result = execute(plan, ctx)
     total = time.perf_counter() - started
@@ -174,6 +175,42 @@ def _run(args, out: Console, err: Console) -> int:
             err.print(f"Spark started in {spark_seconds:.2f} s")
         err.print(_summary(plan, result, total))
     return 0
+
+
+class _StepColumn(ProgressColumn):
+    """The running step, its method, how long it has run and how long the plan expects it to:
+    a long Cannon stage shows its clock moving instead of a bar that seems frozen."""
+
+    def __init__(self, current: dict):
+        super().__init__()
+        self.current = current
+
+    def render(self, task) -> Text:
+        step, began = self.current.get("step"), self.current.get("began")
+        if step is None:
+            return Text("starting")
+        est = f" / ~{step.estimate.seconds:.1f}s" if step.estimate else ""
+        return Text(f"{self.current['name']} [{step.method}] {time.perf_counter() - began:.1f}s{est}")
+
+
+def _execute_with_progress(plan: PhysicalPlan, ctx: RunContext, err: Console) -> RunResult:
+    """Progress by the plan's estimated seconds, not by step count (one product may be most of
+    the run), with the time left as the estimates and the pace so far give it."""
+    weights = [max(step.estimate.seconds if step.estimate else 0.0, 1e-3) for step in plan.steps]
+    current: dict = {}
+    columns = (_StepColumn(current), BarColumn(bar_width=16), TaskProgressColumn(), TimeElapsedColumn(),
+               TextColumn("left"), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True, refresh_per_second=4) as progress:
+        task = progress.add_task("run", total=sum(weights))
+        index = {step.node.uid: i for i, step in enumerate(plan.steps)}
+
+        def started(step):
+            current.update(step=step, began=time.perf_counter(), name=short_name(plan, step)[:24])
+
+        def done(step, seconds):
+            progress.advance(task, weights[index[step.node.uid]])
+
+        return execute(plan, ctx, on_start=started, on_done=done)
 
 
 def _explain(args, out: Console) -> int:

@@ -132,3 +132,23 @@ def test_json_carries_small_matrices_values_exactly(tmp_path, capsys):
 
     assert np.array_equal(np.array(small["values"]), generate("normal", (3, 2), "float64", seed=4))
     assert large == {"shape": [200, 100], "dtype": "float64"}  # 20,000 entries: shape only
+
+
+def test_progress_shows_the_running_step_its_clock_and_the_time_left(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from jampi_dsl import api
+    from jampi_dsl.cli import _execute_with_progress
+    from jampi_dsl.executors.base import RunContext
+
+    program = tmp_path / "p.lin"
+    program.write_text("A = random(1500, 1500, seed=1)\nB = A @ A @ A\nprint(sum(B))\n")
+    plan = api.plan_file(program, {}, api.resources_for(None, {}), "local")
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    result = _execute_with_progress(plan, RunContext(), console)
+    assert result.values["sum(B)"] > 0
+    frames = screen.getvalue()
+    assert "[local]" in frames and " / ~" in frames and "left" in frames and "100%" in frames
