@@ -161,3 +161,29 @@ def test_pca_example_against_scikit_learn():
     np.testing.assert_allclose(values["explained"].ravel(), pca.explained_variance_, rtol=1e-9)
     assert values["sum(explained) / (sum(Xc ** 2) / (n - 1))"] == pytest.approx(
         pca.explained_variance_ratio_.sum(), rel=1e-9)
+
+
+def test_solve_and_lstsq_on_spark(spark):
+    """solve(A, B) with B of many columns on the executors (A's LU factors broadcast, B solved
+    blockwise) and lstsq(A, B) of a tall distributed A by TSQR, against NumPy."""
+    program = (
+        "A = randn(3000, 30, seed=1) @ randn(30, 20, seed=2)\n"
+        "Y = randn(3000, 40, seed=3) @ randn(40, 3, seed=4)\n"
+        "X = lstsq(A, Y)\n"
+        "G = A.T @ A + eye(20)\n"
+        "B = randn(20, 30, seed=5) @ randn(30, 5000, seed=6)\n"
+        "Z = solve(G, B)\n"
+        "print(X)\nprint(sum(Z))\n"
+    )
+    js = jampi_dsl.session(executor="cannon")
+    plan = jampi_dsl.api.plan_source(program, "<la>", resources=js.resources, executor="cannon")
+    solves = {s.node.operator: s for s in plan.steps if s.node.op == "solve"}
+    assert solves["solve"].method == "spark" and solves["lstsq"].method == "spark", \
+        {k: (v.method, v.reason) for k, v in solves.items()}
+    values = js.run_text(program)
+    g = lambda *a: generate("normal", a[:2], "float64", seed=a[2])  # noqa: E731
+    a = g(3000, 30, 1) @ g(30, 20, 2)
+    y = g(3000, 40, 3) @ g(40, 3, 4)
+    b = g(20, 30, 5) @ g(30, 5000, 6)
+    np.testing.assert_allclose(values["X"], np.linalg.lstsq(a, y, rcond=None)[0], rtol=1e-8, atol=1e-10)
+    assert values["sum(Z)"] == pytest.approx(np.linalg.solve(a.T @ a + np.eye(20), b).sum(), rel=1e-9)

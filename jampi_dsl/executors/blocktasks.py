@@ -200,3 +200,22 @@ def write_blocks(path, offset, shape, block, dtype, items):
         written += 1
     del data
     yield written
+
+
+def lu_solve_blocks(factors_bc, dtype, items):
+    """``solve(A, B)``'s task: the columns of B in this block, solved with A's broadcast LU factors."""
+    import scipy.linalg
+
+    lu, piv = factors_bc.value
+    for key, b in items:
+        yield key, scipy.linalg.lu_solve((lu, piv), b, check_finite=False).astype(dtype, copy=False)
+
+
+def tsqr_partials(dtype, pairs):
+    """TSQR's first pass for ``lstsq(A, B)``: for this row block, A_i = Q_i R_i and Q_i.T @ B_i.
+    The driver solves the small stacked problem; Q_i itself never leaves the task."""
+    for (ka, a), (kb, b) in pairs:
+        if ka[0] != kb[0]:
+            raise RuntimeError(f"row blocks {ka} and {kb}: A and B are not on the same row grid")
+        q, r = np.linalg.qr(a.astype(dtype, copy=False), mode="reduced")
+        yield ka[0], r, q.T @ b.astype(dtype, copy=False)

@@ -9,6 +9,7 @@ happen to come from the driver, or Python floats.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,10 @@ from .. import ops
 from ..errors import ExecutionError, InputError
 from ..planner import ir
 from ..planner.physical import executors_share_files
+from . import blocktasks as bt
 from . import formats, io
 from .base import Executor, OutputValue, RunContext, handles
-from .distributed import DistMatrix, choose_block
+from .distributed import DistMatrix, choose_block, zip_block_rdds
 from .local import format_value
 from .sources import GeneratorSource, NpySource
 
@@ -160,6 +162,14 @@ class SparkExecutor(Executor):
             return matrix.sum() / (matrix.shape[0] * matrix.shape[1])
         return float({"sum": matrix.sum, "trace": matrix.trace, "norm": matrix.norm}[node.operator]())
 
+    @handles(ir.Solve)
+    def solve(self, node: ir.Solve, inputs, ctx: RunContext):
+        a, b = inputs
+        dtype = np.dtype(node.type.dtype)
+        if node.operator == "solve":
+            return solve_many(ctx, to_local(a).astype(dtype, copy=False), as_dist(b, ctx), dtype)
+        return lstsq_tsqr(as_dist(a, ctx), as_dist(b, ctx), dtype)
+
     @handles(ir.Save)
     def save(self, node: ir.Save, inputs, ctx: RunContext):
         (x,) = inputs
@@ -256,3 +266,40 @@ def keep(value: Any, ctx: RunContext) -> Any:
     if isinstance(value, np.ndarray):  # a product method that returns to the driver (mllib)
         return as_dist(value, ctx)
     return value
+
+
+SOLVE_BLOCK_BYTES = 256 * 2**20  # columns of B per task in solve(A, B): a block of at most this
+
+
+def solve_many(ctx: RunContext, a: np.ndarray, b: DistMatrix, dtype: np.dtype) -> DistMatrix:
+    """``solve(A, B)`` for a small A and a distributed B of many columns: A is factored once
+    on the driver, its LU factors broadcast, and each task solves its columns of B."""
+    import scipy.linalg
+
+    from .holdings import hold
+
+    n = a.shape[0]
+    lu, piv = scipy.linalg.lu_factor(a, check_finite=False)
+    if np.any(np.diag(lu) == 0):
+        raise np.linalg.LinAlgError("Singular matrix")
+    factors = hold(ctx.get_spark().sparkContext.broadcast((lu, piv)))
+    cols = max(1, min(b.shape[1], SOLVE_BLOCK_BYTES // (n * dtype.itemsize)))
+    whole_columns = b.rechunk((n, cols))  # a task needs every row of its columns
+    rdd = whole_columns.rdd.mapPartitions(partial(bt.lu_solve_blocks, factors, dtype), preservesPartitioning=True)
+    return DistMatrix(rdd, b.shape, whole_columns.block, dtype).checkpoint()
+
+
+def lstsq_tsqr(a: DistMatrix, b: DistMatrix, dtype: np.dtype) -> np.ndarray:
+    """``lstsq(A, B)`` for a tall distributed A by TSQR: each row block gives R_i and
+    Q_i.T @ B_i; min ||A X - B|| equals min ||[R_i] X - [Q_i.T B_i]||, a small problem solved
+    on the driver (gelsd: NumPy's minimum-norm answer when A is rank-deficient)."""
+    import scipy.linalg
+
+    rows = a.block[0]
+    a_rows, b_rows = a.rechunk((rows, a.shape[1])), b.rechunk((rows, b.shape[1]))
+    pairs = zip_block_rdds(a_rows.rdd, b_rows.rdd)
+    parts = sorted(pairs.mapPartitions(partial(bt.tsqr_partials, dtype)).collect(), key=lambda p: p[0])
+    r = np.vstack([p[1] for p in parts])
+    c = np.vstack([p[2] for p in parts])
+    x = scipy.linalg.lstsq(r, c, lapack_driver="gelsd", check_finite=False)[0]
+    return np.ascontiguousarray(x, dtype=dtype)

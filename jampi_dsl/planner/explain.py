@@ -14,6 +14,7 @@ from rich.tree import Tree
 from . import ir
 from .cost import Estimate
 from .graph import describe
+from .lifetimes import is_lazy
 from .methods import DISTRIBUTED
 from .physical import PhysicalPlan, Step
 
@@ -48,7 +49,7 @@ def _lifetime_text(plan: PhysicalPlan, step: Step, refs: dict[int, str]) -> str:
     """Where a distributed value lives: kept on the executors, or computed by its reader's job."""
     life = step.lifetime
     last = plan.steps[life.release_after].node
-    kept = "lazy" if step.method == "spark" and not life.materialize else "materialised"
+    kept = "lazy" if is_lazy(step) else "materialised"
     if last is step.node:
         return f"{kept}, released after its own step"
     return f"{kept}, released after {refs[last.uid]}"

@@ -38,8 +38,14 @@ MAX_LAZY_WORKERS = 3
 
 def _lazy(step, materialize: bool) -> bool:
     """A value its reader's job computes: a blockwise distributed matrix not materialised (the
-    product methods compute their result in their own step)."""
-    return step.method == "spark" and step.node.type.is_matrix and not materialize
+    product methods, and solve/lstsq, compute their result in their own step)."""
+    return (step.method == "spark" and step.node.type.is_matrix and not materialize
+            and not isinstance(step.node, ir.Solve))
+
+
+def is_lazy(step) -> bool:
+    """Whether a planned step's value is computed by its reader's job (for explain)."""
+    return _lazy(step, step.lifetime.materialize)
 
 
 def lifetimes(steps) -> list[Lifetime]:

@@ -225,8 +225,26 @@ def _spark_rejects(node: ir.Node, resources: Resources) -> str | None:
         return "where() has no distributed kernel yet: it runs on the driver"
     if isinstance(node, ir.Concat):
         return "hcat()/vcat() have no distributed kernel yet: they run on the driver"
+    if isinstance(node, ir.Solve):
+        return _distributed_solve_rejects(node, resources)
     if isinstance(node, ir.LINALG_NODES):
         return f"{node.operator}() runs with LAPACK on the driver (no distributed kernel yet)"
+    return None
+
+
+def _distributed_solve_rejects(node: ir.Node, resources: Resources) -> str | None:
+    """solve(A, B) on Spark ships A's LU factors to every task (B's columns solved blockwise);
+    lstsq(A, B) by TSQR sends each row block's n x n R and n x k Q.T @ B to the driver."""
+    n = node.a.type.shape[1]
+    if node.operator == "solve":
+        if node.a.type.nbytes > resources.broadcast_max:
+            return (f"solve(A, B) on Spark ships A to every task, and A is {_gib(node.a.type.nbytes)}, "
+                    f"over the {_gib(resources.broadcast_max)} broadcast limit")
+        return None
+    k = node.b.type.shape[1]
+    gathered = 8 * n * (n + k) * max(1, resources.slots) * 4
+    if gathered > resources.broadcast_max:
+        return f"lstsq by TSQR gathers {_gib(gathered)} of R factors on the driver (A has {n} columns)"
     return None
 
 

@@ -164,13 +164,20 @@ def _placements(nodes: list[ir.Node], products: dict[int, Step], resources: Reso
 
 def _non_product_step(node: ir.Node, resources: Resources, placed: dict[int, str]) -> Step:
     if node.uid in placed:
-        return Step(node, "spark", placed[node.uid], SPARK.estimate(node, resources))
+        reason = placed[node.uid] + _ALGORITHMS.get(getattr(node, "operator", None) if isinstance(node, ir.Solve) else None, "")
+        return Step(node, "spark", reason, SPARK.estimate(node, resources))
     why_not = LOCAL.rejects(node, resources)
     if why_not is not None:
         raise PlanError(f"no method can run this {node.op} ({node.type}): local: {why_not}; "
                         f"spark: {SPARK.rejects(node, resources) or 'not placed'}", node.span)
     reason = "on the driver: its inputs are local" if node.children else "on the driver"
     return Step(node, "local", reason, LOCAL.estimate(node, resources))
+
+
+_ALGORITHMS = {  # what a distributed linear-algebra step does, for explain
+    "solve": "; A's LU factors broadcast, B's columns solved blockwise",
+    "lstsq": "; TSQR: each row block's R and Q.T @ B, the small problem solved on the driver",
+}
 
 
 def executors_share_files(master: str) -> bool:
