@@ -130,7 +130,8 @@ class _Lazy:
     def __init__(self, session: Session, node: ir.Node):
         self.session = session
         self.node = node
-        session._live.add(self)
+        self._computed_from: ir.Node | None = None  # the expression, once node is its kept value
+        session._live[id(self)] = self
 
     def _wrap(self, node: ir.Node):
         return (Matrix if node.type.is_matrix else Scalar)(self.session, node)
@@ -194,6 +195,8 @@ class _Lazy:
 
     def unpersist(self):
         """Forget the kept value: later expressions compute it again."""
+        if self._computed_from is not None:
+            self.node, self._computed_from = self._computed_from, None
         self.session._kept.pop(self.node.uid, None)
         return self
 
@@ -340,6 +343,14 @@ class Scalar(_Lazy):
     def __format__(self, spec: str) -> str:
         return format(self.value(), spec)
 
+    def __eq__(self, other):
+        return self.value() == float(other)
+
+    def __ne__(self, other):
+        return self.value() != float(other)
+
+    __hash__ = object.__hash__  # lazy values are kept by identity
+
     def __bool__(self) -> bool:
         return bool(self.value())
 
@@ -447,7 +458,8 @@ class Session:
         self.executor = executor
         self._resources: Resources | None = None
         self._ctx_options: dict[str, Any] = {}
-        self._live: weakref.WeakSet[_Lazy] = weakref.WeakSet()  # every lazy value handed out
+        # every lazy value handed out, by id (a WeakSet would compare them with ==)
+        self._live: weakref.WeakValueDictionary[int, _Lazy] = weakref.WeakValueDictionary()
         # node uid -> a leaf holding the value computed for it: later expressions read it
         # instead of running that node's history again
         self._kept: dict[int, ir.Node] = {}
@@ -465,7 +477,8 @@ class Session:
 
     # constructors
     def matrix(self, array: np.ndarray) -> Matrix:
-        return Matrix(self, _literal(np.asarray(array)))
+        """A lazy matrix of ``array``'s values now (copied: changing the array later changes nothing)."""
+        return Matrix(self, _literal(np.array(array, copy=True)))
 
     def _generate(self, kind: str, r: int, c: int, seed: int, dtype: str) -> Matrix:
         if dtype not in ir.FLOAT_DTYPES:
@@ -601,7 +614,8 @@ class Session:
         self._run_keeping([value.node], lambda node, i: ir.Save(node, full, fmt))
 
     def _run_keeping(self, nodes: list[ir.Node], output, keep_always: bool = False) -> dict[str, Any]:
-        live = {lazy.node.uid: lazy.node for lazy in list(self._live)}
+        wrappers = list(self._live.values())
+        live = {lazy.node.uid: lazy.node for lazy in wrappers}
         self._kept = kept_reachable(self._kept, live.values())
         new = substitute(nodes + list(live.values()), self._kept)
         roots = [new[n.uid] for n in nodes]
@@ -613,11 +627,18 @@ class Session:
         outputs += [ir.Result(new[uid], label=f"keep{uid}") for uid in keep]
         values = self.run_plan(self.plan(outputs)).values
         for uid in keep:
-            self._kept[uid] = leaf_for(values[f"keep{uid}"])
+            # A copy: the array handed to the caller is theirs to change.
+            value = values[f"keep{uid}"]
+            self._kept[uid] = leaf_for(np.array(value, copy=True) if isinstance(value, np.ndarray) else value)
+        for lazy in wrappers:  # a kept value stands for its expression from now on: its history can go
+            leaf = self._kept.get(lazy.node.uid)
+            if leaf is not None and lazy._computed_from is None:
+                lazy._computed_from, lazy.node = lazy.node, leaf
         return values
 
     def explain(self, value: _Lazy, format: str = "text") -> str:
-        plan = self.plan([ir.Result(value.node)])
+        """The plan of ``value``'s expression (also once it has been computed and kept)."""
+        plan = self.plan([ir.Result(value._computed_from or value.node)])
         return {"text": explain_mod.to_text, "json": explain_mod.to_json, "dot": explain_mod.to_dot}[format](plan)
 
     def run_file(self, path: str | os.PathLike, params: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -37,9 +37,8 @@ class Elementwise:
                 return float(self.kernel(*(np.float64(a) for a in args)))
         with np.errstate(all="ignore"):  # Python floats stay weak: float32 stays float32
             out = self.kernel(*args)
-        if self.predicate or out.dtype.kind != "f":
-            return out.astype(np.result_type(*arrays), copy=False)
-        return out
+        # The IR's dtype: float32 only when every matrix operand is (where(c, 1, 2) would be int).
+        return out.astype(np.result_type(*arrays), copy=False)
 
 
 def _where(c, a, b):

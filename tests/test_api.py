@@ -80,3 +80,41 @@ def test_literal_labels_name_no_array_id_and_distinct_arrays_stay_distinct():
     expr = js.matrix(a) + js.matrix(b)
     assert "array_id" not in expr.explain() and "literal(shape=3x2, dtype=float64)" in expr.explain()
     np.testing.assert_array_equal(expr.to_numpy(), a + b)  # CSE must not take b for a
+
+
+def test_kept_values_cannot_be_changed_from_outside():
+    """Review findings: the array to_numpy() returns, or the one given to js.matrix(), changed
+    in place afterwards, must not change later results; lazy scalars compare by value."""
+    js = jampi_dsl.session(executor="local")
+    a = np.ones((2, 2))
+    M = js.matrix(a)
+    B = M * 2
+    x = B.to_numpy()
+    x[:] = 99
+    a[:] = 5
+    np.testing.assert_array_equal(B.to_numpy(), np.full((2, 2), 2.0))
+    np.testing.assert_array_equal((B + 0).to_numpy(), np.full((2, 2), 2.0))
+    np.testing.assert_array_equal((M * 2).to_numpy(), np.full((2, 2), 2.0))
+    s = js.matrix(np.full((2, 2), 5.0)).sum()
+    assert s == 20.0 and not s != 20.0 and s > 19 and round(s) == 20
+
+
+def test_python_loops_do_not_keep_their_history():
+    """Once a value is kept, its lazy handle stands for it: the expression that made it (and the
+    arrays in it) can be freed, so a loop's memory does not grow with its length."""
+    import gc
+    import weakref
+
+    js = jampi_dsl.session(executor="local")
+    X = js.zeros(50, 50)
+    first = None
+    for step in range(30):
+        chunk = js.matrix(np.full((50, 50), float(step)))
+        if first is None:
+            first = weakref.ref(chunk.node)
+        X = X + chunk
+        X.to_numpy()
+        del chunk
+    gc.collect()
+    assert first() is None, "the first step's array is still held by the loop's history"
+    np.testing.assert_array_equal(X.to_numpy(), np.full((50, 50), float(sum(range(30)))))

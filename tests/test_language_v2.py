@@ -90,3 +90,14 @@ def test_precedence_matches_the_contract():
         "a = -2 ** 2\nb = 2 ** 3 ** 2\nc = 2 * 3 ** 2\nd = 1 + 2 < 4 and 0 or 1 - 1\ne = not 0 == 1\n"
         "print(a)\nprint(b)\nprint(c)\nprint(d)\nprint(e)\n")
     assert values == {"a": -4.0, "b": 512.0, "c": 18.0, "d": 0.0, "e": 1.0}
+
+
+def test_where_keeps_the_planned_dtype_and_names_are_not_bound_twice(tmp_path, capsys):
+    js = jampi_dsl.session(executor="local")
+    F = js.random(3, 4, seed=1, dtype="float32")
+    W = js.where(F > 0.5, 1, 2)
+    assert W.dtype == np.float32 and W.to_numpy().dtype == np.float32
+    path = tmp_path / "q.lin"
+    path.write_text("A = randn(4, 3, seed=1)\nQ, Q = qr(A)\nprint(Q)\n")
+    assert main(["check", str(path)]) == 2
+    assert "'Q' is named twice on the left" in capsys.readouterr().err

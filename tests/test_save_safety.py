@@ -172,3 +172,29 @@ def test_load_of_a_path_saved_earlier_reads_the_saved_value(tmp_path, capsys):
     program = 'X = random(2, 2, seed=3)\nsave(X, "t.npy")\nY = load("t.npy", dtype="float32")\nprint(Y)\n'
     assert _run(tmp_path, program) == 2
     assert "saved above as float64" in capsys.readouterr().err
+
+
+def test_review_findings_on_destinations(tmp_path, capsys):
+    """A folder of files merely named part-*, the program file itself, a file of another kind,
+    and one output inside another are all refused before anything runs."""
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "part-1.txt").write_text("chapter one")
+    (book / "part-2.md").write_text("chapter two")
+    assert _run(tmp_path, 'X = random(3, 4, seed=1)\nsave(X, "book", format="parquet")\n') == 2
+    assert "holds files jampi did not write" in capsys.readouterr().err
+    assert sorted(os.listdir(book)) == ["part-1.txt", "part-2.md"]
+
+    assert _run(tmp_path, 'X = random(2, 2, seed=1)\nsave(X, "p.lin", format="csv")\n') == 2
+    assert "it is the program itself" in capsys.readouterr().err
+    assert (tmp_path / "p.lin").read_text().startswith("X = random")
+
+    (tmp_path / "notes.txt").write_text("mine")
+    assert _run(tmp_path, 'X = random(2, 2, seed=1)\nsave(X, "notes.txt", format="csv")\n') == 2
+    assert "not a .csv file" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+    program = 'X = random(3, 4, seed=1)\nsave(X * 2, "a.parquet/part-9.npy")\nsave(X, "a.parquet")\n'
+    assert _run(tmp_path, program) == 2
+    assert "lies inside" in capsys.readouterr().err
+    assert not (tmp_path / "a.parquet").exists()

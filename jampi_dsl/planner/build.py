@@ -219,8 +219,10 @@ class Builder:
             want = ", ".join(declared.parts)
             raise ResolveError(f"{call.name}() gives {len(declared.parts)} values ({want} = {call.name}(...)), "
                                f"not {len(stmt.names)}", stmt.span)
-        for name, span in zip(stmt.names, stmt.name_spans, strict=True):
+        for index, (name, span) in enumerate(zip(stmt.names, stmt.name_spans, strict=True)):
             self._check_bindable(name, span)
+            if name in stmt.names[:index]:
+                raise ResolveError(f"{name!r} is named twice on the left", span)
             if name in self.params:
                 raise ResolveError(f"{name!r} is a parameter and cannot be reassigned", span)
         args = self._bind_args(call)
@@ -241,10 +243,17 @@ class Builder:
             self.outputs.append(ir.Print(x, source_text(expr.args[0]) if expr.args else "x", span=expr.span))
             return
         path = self._path(args["path"], "save")
+        source = self.ast.source.name
         fmt = output_format(path, self._opt_str(args["format"]), args["path"].span,
-                            protected=(self.base_dir, os.getcwd()))
+                            protected=(self.base_dir, os.getcwd()),
+                            protected_files=(source,) if not source.startswith("<") else ())
         if path in self.saved:
             raise InputError(f"{path} is saved twice", args["path"].span)
+        for other in self.saved:
+            if path.startswith(other + os.sep) or other.startswith(path + os.sep):
+                inner, outer = (path, other) if path.startswith(other + os.sep) else (other, path)
+                raise InputError(f"{inner} lies inside {outer}, which is saved too: one output would "
+                                 "replace the other", args["path"].span)
         self.saved[path] = x
         options = tuple((k, self._opt_str(args[k])) for k in ("form",) if args[k] is not None)
         self.outputs.append(ir.Save(x, path, fmt, options, span=expr.span))

@@ -19,7 +19,8 @@ from .inputs import format_of
 
 # Part files (pyarrow's part-0.parquet, Spark's part-00000-<uuid>-c000.snappy.parquet), Spark's
 # and Hadoop's markers and their checksum twins. Nothing else is taken for a previous output.
-_PARQUET_ENTRY = re.compile(r"^(\.?part-[\w.-]+|_SUCCESS|_metadata|_common_metadata|\._SUCCESS\.crc)$")
+_PARQUET_ENTRY = re.compile(r"^(\.?part-[\w.-]*\.parquet(\.crc)?|_SUCCESS|_metadata|_common_metadata|\._SUCCESS\.crc)$")
+_EXTENSIONS = {"npy": (".npy",), "csv": (".csv",)}  # the files a save of that format may replace
 
 
 def parquet_output_folder(path: str) -> bool:
@@ -58,7 +59,8 @@ def _writable(folder: str) -> bool:
     return True
 
 
-def check_destination(path: str, fmt: str, span: Span | None, protected: Iterable[str] = ()) -> None:
+def check_destination(path: str, fmt: str, span: Span | None, protected: Iterable[str] = (),
+                      protected_files: Iterable[str] = ()) -> None:
     """Raise an :class:`InputError` unless ``path`` can take a ``fmt`` output without losing
     anything jampi did not write. ``protected`` folders (the program's, the working one) and
     every folder above them are never replaced."""
@@ -67,6 +69,11 @@ def check_destination(path: str, fmt: str, span: Span | None, protected: Iterabl
         if _within(os.path.abspath(folder), path):
             raise InputError(f"cannot save to {path}: it is {_relation(folder, path)}; "
                              "name a file or a new folder inside it", span)
+    if any(os.path.exists(f) and os.path.samefile(f, path) for f in protected_files if os.path.lexists(path)):
+        raise InputError(f"cannot save to {path}: it is the program itself", span)
+    if os.path.isfile(path) and fmt in _EXTENSIONS and not path.lower().endswith(_EXTENSIONS[fmt]):
+        raise InputError(f"cannot save to {path}: an existing file that is not a .{fmt} file; "
+                         "jampi replaces only a file of the format it writes", span)
     if os.path.isdir(path):
         if fmt != "parquet":
             raise InputError(f"cannot save to {path}: it is a folder, and a .{fmt} output is a file", span)
@@ -87,8 +94,9 @@ def _relation(folder: str, path: str) -> str:
     return "the program's or working folder" if folder == path else f"a folder above {folder}"
 
 
-def output_format(path: str, explicit: str | None, span: Span | None, protected: Iterable[str] = ()) -> str:
+def output_format(path: str, explicit: str | None, span: Span | None, protected: Iterable[str] = (),
+                  protected_files: Iterable[str] = ()) -> str:
     """The format of an output, once its destination is known to be safe to write."""
     fmt = format_of(path, explicit, span)
-    check_destination(path, fmt, span, protected)
+    check_destination(path, fmt, span, protected, protected_files)
     return fmt
