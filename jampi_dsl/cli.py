@@ -241,6 +241,15 @@ def _check(args, out: Console) -> int:
     return 0
 
 
+class _Stdout(Console):
+    """Standard output whose reader may go away (`jampi run ... | head`): what it wanted it has,
+    so the run goes on writing to nowhere and its saves still commit (rich would exit 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 class Terminated(BaseException):
     """SIGTERM, raised where the main thread is so a run unwinds as it does for Ctrl-C:
     staged outputs are discarded and Spark is stopped, instead of dying mid-write."""
@@ -259,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         # py4j logs an interrupted call's tracebacks on the root logger (Ctrl-C mid-job): the
         # user gets the one line below instead; --verbose keeps them.
         logging.getLogger().addHandler(logging.NullHandler())
-    out = Console(highlight=False, soft_wrap=True)
+    out = _Stdout(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         if args.command == "run":

@@ -38,10 +38,12 @@ def test_explain_never_cuts_lines_when_piped(tmp_path):
 
 def test_run_piped_into_head_stops_quietly(tmp_path):
     program = tmp_path / "p.lin"
-    program.write_text("\n".join(f"print(sum(ones({i + 1}, 2)))" for i in range(3000)) + "\n")
-    shell = f"{sys.executable} -m jampi_dsl run {program} --quiet | head -1"
+    program.write_text("\n".join(f"print(sum(ones({i + 1}, 2)))" for i in range(3000))
+                       + '\nsave(ones(2, 2), "kept.npy")\n')
+    shell = f"{sys.executable} -m jampi_dsl run {program} --quiet | head -1; exit ${{PIPESTATUS[0]}}"
     done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "sum(ones(1, 2)) = 2.0"
+    assert done.returncode == 0 and (tmp_path / "kept.npy").exists()  # the run finished and saved
     assert "BrokenPipeError" not in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
