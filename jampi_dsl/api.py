@@ -29,6 +29,7 @@ from .planner.graph import Program
 from .planner.inputs import inspect_input
 from .planner.linalg import FUNCTIONS as LINALG
 from .planner.passes import optimize
+from .planner.passes._common import reachable
 from .planner.physical import PhysicalPlan, lower
 
 # ---------------------------------------------------------------- the pipeline
@@ -402,17 +403,6 @@ def leaf_for(value: Any) -> ir.Node:
     return ir.Literal(value) if isinstance(value, np.ndarray) else ir.Const(float(value))
 
 
-def ir_reachable(roots) -> set[int]:
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if node.uid not in seen:
-            seen.add(node.uid)
-            stack.extend(node.children)
-    return seen
-
-
 def kept_reachable(kept: dict[int, ir.Node], roots) -> dict[int, ir.Node]:
     """The kept values some live expression still reads (a walk that stops at kept nodes)."""
     seen: set[int] = set()
@@ -619,7 +609,7 @@ class Session:
         self._kept = kept_reachable(self._kept, live.values())
         new = substitute(nodes + list(live.values()), self._kept)
         roots = [new[n.uid] for n in nodes]
-        reached = ir_reachable(roots)
+        reached = reachable(roots)
         limit = KEEP_MAX_BYTES if not keep_always else None
         keep = [uid for uid, node in live.items()
                 if uid not in self._kept and new[uid].uid in reached and worth_keeping(new[uid], limit)]

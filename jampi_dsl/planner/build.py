@@ -199,11 +199,14 @@ class Builder:
         else:
             self.env[stmt.name] = ir.Const(float(value), span=span)
 
+    def _check_assignable(self, name: str, span: Span) -> None:
+        if name in RESERVED:
+            self._check_bindable(name, span)
+        if name in self.params:
+            raise ResolveError(f"{name!r} is a parameter and cannot be reassigned", span)
+
     def _assign(self, stmt: ast.Assign) -> None:
-        if stmt.name in RESERVED:
-            self._check_bindable(stmt.name, stmt.name_span)
-        if stmt.name in self.params:
-            raise ResolveError(f"{stmt.name!r} is a parameter and cannot be reassigned", stmt.name_span)
+        self._check_assignable(stmt.name, stmt.name_span)
         value = self.expr(stmt.value)
         self.env[stmt.name] = value
         if isinstance(value, ir.Node):
@@ -220,11 +223,9 @@ class Builder:
             raise ResolveError(f"{call.name}() gives {len(declared.parts)} values ({want} = {call.name}(...)), "
                                f"not {len(stmt.names)}", stmt.span)
         for index, (name, span) in enumerate(zip(stmt.names, stmt.name_spans, strict=True)):
-            self._check_bindable(name, span)
+            self._check_assignable(name, span)
             if name in stmt.names[:index]:
                 raise ResolveError(f"{name!r} is named twice on the left", span)
-            if name in self.params:
-                raise ResolveError(f"{name!r} is a parameter and cannot be reassigned", span)
         args = self._bind_args(call)
         x = self._matrix_or_scalar(args["x"], call.args[0].span if call.args else call.span)
         k = None if args.get("k") is None else self._whole(args["k"], "k", minimum=1)
