@@ -25,6 +25,7 @@ from .planner import explain as explain_mod
 from .planner import ir
 from .planner.build import ParamValue, build
 from .planner.cost import Resources
+from .planner.flow import FlowProgram, lower_flow
 from .planner.graph import Program
 from .planner.inputs import inspect_input
 from .planner.linalg import FUNCTIONS as LINALG
@@ -65,6 +66,8 @@ def plan_program(program: Program, resources: Resources | None = None, executor:
                  forced_by: str | None = None) -> PhysicalPlan:
     """Rewrite, then lower: the typed DAG → the physical plan (GC paused: see jampi_dsl.gcpause)."""
     with paused_gc():
+        if isinstance(program, FlowProgram):  # loops or branches: every segment planned once
+            return lower_flow(program, optimize, resources or Resources.local_only(), executor, forced_by)
         return lower(optimize(program), resources, executor, forced_by)
 
 
@@ -299,6 +302,44 @@ class Matrix(_Lazy):
     def diag(self):
         return self._factor("diag")
 
+    def _region(self, key) -> tuple[ir.Node, ir.Node, int, int, bool]:
+        """(row start, column start, rows, cols, single entry?) of ``X[r, c]`` as NumPy reads it."""
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise TypeError("index a jampi matrix with two subscripts: X[r, c] (X[i, :] is a 1xc row)")
+        starts, sizes, singles = [], [], []
+        for sub, extent in zip(key, self.shape, strict=True):
+            if isinstance(sub, slice):
+                if sub.step not in (None, 1):
+                    raise ResolveError("slices take no step")
+                start, stop, _ = sub.indices(extent)
+                if stop <= start:
+                    raise ResolveError(f"the slice {start}:{stop} is empty")
+                starts.append(ir.Const(float(start)))
+                sizes.append(stop - start)
+                singles.append(False)
+            elif isinstance(sub, Scalar):  # a lazy index: checked when it runs
+                starts.append(sub.node)
+                sizes.append(1)
+                singles.append(True)
+            else:
+                index = int(sub)
+                if not -extent <= index < extent:
+                    raise IndexError(f"index {index} is out of range for {extent}")
+                starts.append(ir.Const(float(index % extent)))
+                sizes.append(1)
+                singles.append(True)
+        return starts[0], starts[1], sizes[0], sizes[1], singles[0] and singles[1]
+
+    def __getitem__(self, key):
+        """``X[0:3, :]``, ``X[:, j]`` (an rx1 column), ``X[i, j]`` (a lazy scalar), as in NumPy."""
+        i, j, rows, cols, single = self._region(key)
+        return self._wrap(ir.Index(self.node, i, j, rows, cols, scalar=single))
+
+    @property
+    def at(self) -> _At:
+        """``X.at[0, :].set(v)``: a new matrix with that region replaced (X itself is unchanged)."""
+        return _At(self)
+
     @property
     def nrow(self) -> int:
         return self.shape[0]
@@ -327,6 +368,23 @@ class Matrix(_Lazy):
 
     def __repr__(self) -> str:
         return f"<jampi Matrix {self.shape[0]}x{self.shape[1]} {self.node.type.dtype}: {self.node.op}>"
+
+
+class _At:
+    def __init__(self, matrix: Matrix):
+        self.matrix = matrix
+
+    def __getitem__(self, key) -> _Region:
+        return _Region(self.matrix, key)
+
+
+class _Region:
+    def __init__(self, matrix: Matrix, key):
+        self.matrix, self.key = matrix, key
+
+    def set(self, value) -> Matrix:
+        i, j, rows, cols, _ = self.matrix._region(self.key)
+        return self.matrix._wrap(ir.Update(self.matrix.node, _node_of(value), i, j, rows, cols))
 
 
 class Scalar(_Lazy):

@@ -34,7 +34,9 @@ from .errors import JampiError, ResolveError
 from .executors.base import RunContext
 from .executors.runner import RunResult, execute, node_name, short_name
 from .planner import explain as explain_mod
+from .planner import ir
 from .planner.build import ParamValue, parse_param_override
+from .planner.flow import FlowPlan
 from .planner.methods import DISTRIBUTED
 from .planner.passes import dropped_names
 from .planner.physical import FORCEABLE, PhysicalPlan
@@ -106,15 +108,28 @@ def _spark_factory(args):
 
 
 def _summary(plan: PhysicalPlan, result: RunResult, total: float) -> Table:
-    table = Table(title=f"ran {len(result.timings)} nodes in {total:.2f} s", title_justify="left")
-    for column in ("node", "method", "shape", "est. s", "s"):
-        table.add_column(column, justify="right" if column.endswith("s") and column != "shape" else "left")
+    # A step of a loop body runs once per iteration: one row per step, with its count and total time.
+    rows: dict[int, list] = {}
     for timing in result.timings:
-        step = timing.step
+        row = rows.setdefault(timing.step.node.uid, [timing.step, 0, 0.0])
+        row[1] += 1
+        row[2] += timing.seconds
+    repeated = any(count > 1 for _, count, _ in rows.values())
+    title = f"ran {len(rows)} nodes in {total:.2f} s"
+    if repeated:
+        title = f"ran {len(rows)} nodes {len(result.timings)} times in {total:.2f} s"
+    table = Table(title=title, title_justify="left")
+    columns = ("node", "method", "shape", *(("runs",) if repeated else ()), "est. s", "s")
+    for column in columns:
+        table.add_column(column, justify="right" if column.endswith("s") and column != "shape" else "left")
+    for step, count, seconds in rows.values():
+        if repeated and isinstance(step.node, (ir.Const, ir.Input)):
+            continue  # a loop's constants and inputs: noise in a table of work
         est = f"{step.estimate.seconds:.3f}" if step.estimate else "-"
         table.add_row(
             short_name(plan, step), step.method + (" (forced)" if step.forced else ""),
-            str(step.node.type) if step.node.type.kind != "output" else "", est, f"{timing.seconds:.3f}",
+            str(step.node.type) if step.node.type.kind != "output" else "",
+            *((str(count),) if repeated else ()), est, f"{seconds:.3f}",
         )
     return table
 
@@ -193,9 +208,34 @@ class _StepColumn(ProgressColumn):
         return Text(f"{self.current['name']} [{step.method}] {time.perf_counter() - began:.1f}s{est}")
 
 
+def loop_status(loop, iteration: int, values: dict) -> str:
+    """``while diff > tol`` at line 12 → ``line 12 · iteration 37 · diff 3.2e-09``."""
+    shown = " · ".join(f"{name} {value:.3g}" for name, value in values.items() if isinstance(value, float))
+    return f"line {loop.line} · iteration {iteration}" + (f" · {shown}" if shown else "")
+
+
+def _execute_flow_with_progress(plan: FlowPlan, ctx: RunContext, err: Console) -> RunResult:
+    """A program with loops has no known length: the running step, and the loop's iteration
+    with the latest values of the scalars its condition reads."""
+    current: dict = {}
+    columns = (_StepColumn(current), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, refresh_per_second=4) as progress:
+        task = progress.add_task("", total=None)
+
+        def started(step):
+            current.update(step=step, began=time.perf_counter(), name=short_name(plan, step)[:24])
+
+        def looping(loop, iteration, values):
+            progress.update(task, description=loop_status(loop, iteration, values))
+
+        return execute(plan, ctx, on_start=started, on_loop=looping)
+
+
 def _execute_with_progress(plan: PhysicalPlan, ctx: RunContext, err: Console) -> RunResult:
     """Progress by the plan's estimated seconds, not by step count (one product may be most of
     the run), with the time left as the estimates and the pace so far give it."""
+    if isinstance(plan, FlowPlan):
+        return _execute_flow_with_progress(plan, ctx, err)
     weights = [max(step.estimate.seconds if step.estimate else 0.0, 1e-3) for step in plan.steps]
     current: dict = {}
     columns = (_StepColumn(current), BarColumn(bar_width=16), TaskProgressColumn(), TimeElapsedColumn(),

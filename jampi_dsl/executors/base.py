@@ -71,6 +71,7 @@ class RunContext:
     options: dict[str, Any] = field(default_factory=dict)
     staged: StagedOutputs = field(default_factory=StagedOutputs)  # saves, renamed into place at the end
     step: Any = None  # the plan step being run: its physical decisions (e.g. ``writes``) beyond the method
+    env: dict[str, Any] = field(default_factory=dict)  # slot -> value, between a program's segments
 
     def get_spark(self) -> Any:
         if self.spark is None:

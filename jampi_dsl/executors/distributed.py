@@ -521,6 +521,20 @@ class DistMatrix:
         self.rdd._jrdd.count()
         return self
 
+    def keep_in_file(self, folder: str) -> DistMatrix:
+        """Computed once into a ``.npy`` file in ``folder`` (shared memory when it has room), which
+        every later task maps: a loop that reads this matrix each iteration reads its blocks
+        from the page cache, with no copy from the JVM to the Python workers. The file is
+        released with the value (a holding); one left by a killed run is removed by the next."""
+        from .. import tempfiles
+        from .holdings import KeptFile
+
+        tempfiles.remove_stale(folder)
+        path = temp_name(os.path.join(folder, "kept.npy"))
+        hold(KeptFile(path))
+        self._write_npy(path)
+        return DistMatrix.from_source(self.rdd.ctx, NpySource.open(path), self.block)
+
     def checkpoint(self) -> DistMatrix:
         """Computed once and kept (memory, then disk); later jobs read the kept blocks and never
         its lineage, so a late step cannot re-run early ones however long the plan is."""

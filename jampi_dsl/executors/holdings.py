@@ -9,6 +9,7 @@ later steps still needed. Here the runner holds them and frees them itself.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -34,6 +35,19 @@ def holding() -> Iterator[list]:
         yield held
     finally:
         _HELD.reset(token)
+
+
+class KeptFile:
+    """A file that holds a kept value's blocks (see ``DistMatrix.keep_in_file``)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def destroy(self, blocking: bool = False) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
 
 def release(held: list) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
-from ..errors import InputError
+from ..errors import ExecutionError, InputError
 from ..planner import ir, linalg
 from . import blockgen, formats, io
 from .base import Executor, OutputValue, RunContext, handles
@@ -43,6 +43,45 @@ def format_value(label: str, value: Any) -> str:
     with np.printoptions(precision=6, edgeitems=3, threshold=36, linewidth=100, suppress=False):
         body = np.array2string(value, prefix="  ")
     return f"{head}\n  {body}"
+
+
+def start_index(value: float, extent: int, size: int) -> int:
+    """Where a region of ``size`` along an axis of ``extent`` starts, from an index computed at run
+    time (negative counts from the end, as in NumPy)."""
+    if value != int(value):
+        raise ExecutionError(f"index {value:g} is not a whole number")
+    index = int(value)
+    if size == 1 and index < 0:
+        index += extent
+    if not 0 <= index <= extent - size:
+        raise ExecutionError(f"index {int(value)} is out of range for {extent}")
+    return index
+
+
+def region(node, x: np.ndarray, i: float, j: float) -> tuple[slice, slice]:
+    r, c = start_index(i, x.shape[0], node.rows), start_index(j, x.shape[1], node.cols)
+    return slice(r, r + node.rows), slice(c, c + node.cols)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.6g}"
+
+
+def format_message(texts: tuple, values: list) -> str:
+    """``print("iteration", i, "residual", rr)``: one line; a matrix shows on the lines after it."""
+    parts, blocks, items = [], [], iter(values)
+    for text in texts:
+        if text is not None:
+            parts.append(text)
+            continue
+        value = next(items)
+        if isinstance(value, np.ndarray):
+            parts.append(f"[{value.shape[0]}x{value.shape[1]}]")
+            with np.printoptions(precision=6, edgeitems=3, threshold=36, linewidth=100):
+                blocks.append("  " + np.array2string(value, prefix="  "))
+        else:
+            parts.append(_number(value))
+    return "\n".join([" ".join(parts), *blocks])
 
 
 class LocalExecutor(Executor):
@@ -129,6 +168,34 @@ class LocalExecutor(Executor):
         if parts is None:
             parts = self._factored[key] = linalg.compute(node.operator, inputs, node.k)
         return parts[node.part]
+
+    @handles(ir.Input)
+    def input(self, node: ir.Input, inputs, ctx: RunContext):
+        value = ctx.env[node.slot]
+        if hasattr(value, "rdd"):  # kept on the executors by an earlier segment; this step wants it here
+            from .spark import to_local
+
+            value = to_local(value)
+        return value
+
+    @handles(ir.Index)
+    def index(self, node: ir.Index, inputs, ctx):
+        x, i, j = inputs
+        part = x[region(node, x, i, j)]
+        return float(part[0, 0]) if node.scalar else np.array(part)
+
+    @handles(ir.Update)
+    def update(self, node: ir.Update, inputs, ctx):
+        x, y, i, j = inputs
+        out = np.array(x, dtype=node.type.dtype)
+        out[region(node, x, i, j)] = y
+        return out
+
+    @handles(ir.Message)
+    def message(self, node: ir.Message, inputs, ctx: RunContext):
+        text = format_message(node.texts, inputs)
+        ctx.emit(OutputValue("print", text.split("\n")[0], text, text))
+        return None
 
     @handles(ir.Concat)
     def concat(self, node: ir.Concat, inputs, ctx):

@@ -14,6 +14,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from ..errors import ExecutionError, JampiError
+from ..planner import ir
 from ..planner.graph import describe
 from ..planner.physical import PhysicalPlan, Step
 from .base import Executor, OutputValue, RunContext
@@ -86,7 +87,7 @@ def short_name(plan: PhysicalPlan, step: Step) -> str:
         return f"{attrs['value']:g}"
     if node.uid in names:
         return f"{names[node.uid]} = {op}"
-    args = ", ".join(names.get(c.uid, c.op) for c in node.children)
+    args = ", ".join(names.get(c.uid) or getattr(c, "name", "") or c.op for c in node.children)
     return f"{op}({args})"
 
 
@@ -96,23 +97,39 @@ def execute(
     *,
     on_start: Callable[[Step], None] | None = None,
     on_done: Callable[[Step, float], None] | None = None,
+    on_loop: Callable[[Any, int, dict], None] | None = None,
 ) -> RunResult:
     """Run ``plan``. Every value is dropped, and what its step keeps on Spark released, right
     after the step the plan names (``Step.lifetime``); whatever is left is released at the end,
     whether the run succeeded or not."""
     ctx = ctx or RunContext()
-    run = _Run(plan, ctx, RunResult(outputs=ctx.outputs))
+    if not isinstance(plan, PhysicalPlan):  # a program with loops or branches (planner.flow.FlowPlan)
+        from .flow import execute_flow
+
+        return execute_flow(plan, ctx, on_start=on_start, on_done=on_done, on_loop=on_loop)
+    result = RunResult(outputs=ctx.outputs)
     try:
         with threadpool_limits(limits=ctx.blas_threads):
-            for index, step in enumerate(plan.steps):
-                run.step(index, step, on_start, on_done)
+            run_steps(plan, ctx, result, on_start, on_done)
     except BaseException:
         ctx.staged.discard()
         raise
-    finally:
-        run.release_all()
     ctx.staged.commit()
-    return run.result
+    return result
+
+
+def run_steps(plan: PhysicalPlan, ctx: RunContext, result: RunResult, on_start=None, on_done=None) -> dict:
+    """Run one plan's steps. Returns what its Export steps hand on: slot -> (value, what that value
+    keeps on Spark, now the caller's to release). Everything else is released here, also on failure."""
+    run = _Run(plan, ctx, result)
+    try:
+        for index, step in enumerate(plan.steps):
+            run.step(index, step, on_start, on_done)
+    except BaseException:
+        run.release_all(keep_exports=False)
+        raise
+    run.release_all(keep_exports=True)
+    return {slot: (value, run.kept.get(uid, [])) for slot, (value, uid) in run.exports.items()}
 
 
 class _Run:
@@ -124,9 +141,15 @@ class _Run:
         self.release_at: dict[int, list[int]] = {}
         for step in plan.steps:
             self.release_at.setdefault(step.lifetime.release_after, []).append(step.node.uid)
+        self.exports: dict[str, tuple[Any, int]] = {}  # slot -> (value, uid of the node that made it)
+        self.kept: dict[int, list] = {}  # what exported values keep on Spark, handed to the caller
 
     def step(self, index: int, step: Step, on_start, on_done) -> None:
         plan, ctx, node = self.plan, self.ctx, step.node
+        if type(node) is ir.Export:  # hands a value on: no work, nothing to time
+            self.exports[node.slot] = (self.values[node.x.uid], node.x.uid)
+            self._release_after(index)
+            return
         if step.method not in _EXECUTORS:
             raise ExecutionError(f"no executor for method {step.method!r}", node.span, node=node_name(plan, step))
         executor = self.executors.get(step.method) or self.executors.setdefault(step.method, _EXECUTORS[step.method]())
@@ -147,6 +170,7 @@ class _Run:
             _release(held)
             if err.node is None and isinstance(err, ExecutionError):
                 err.node = node_name(plan, step)
+                err.span = err.span or node.span  # (a kernel's own error knows no line)
             raise
         except MemoryError:
             _release(held)
@@ -161,15 +185,31 @@ class _Run:
         self.result.timings.append(StepTiming(step, seconds))
         if on_done:
             on_done(step, seconds)
+        self._release_after(index)
+
+    def _release_after(self, index: int) -> None:
+        exported = {uid for _, uid in self.exports.values()}
         for uid in self.release_at.pop(index, ()):
             self.values.pop(uid, None)
-            _release(self.held.pop(uid, []))
+            held = self.held.pop(uid, [])
+            if uid in exported:
+                self.kept[uid] = held
+            else:
+                _release(held)
 
-    def release_all(self) -> None:
+    def release_all(self, keep_exports: bool) -> None:
+        exported = {uid for _, uid in self.exports.values()} if keep_exports else set()
         self.values.clear()
-        for held in self.held.values():
-            _release(held)
+        for uid, held in self.held.items():
+            if uid in exported:
+                self.kept[uid] = held
+            else:
+                _release(held)
         self.held.clear()
+        if not keep_exports:
+            for held in self.kept.values():
+                _release(held)
+            self.kept.clear()
 
 
 def _holding(executor: Executor):

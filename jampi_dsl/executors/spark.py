@@ -22,7 +22,7 @@ from . import blocktasks as bt
 from . import formats, io
 from .base import Executor, OutputValue, RunContext, handles
 from .distributed import DistMatrix, choose_block, zip_block_rdds
-from .local import format_value
+from .local import format_message, format_value
 from .sources import GeneratorSource, NpySource
 
 
@@ -193,6 +193,16 @@ class SparkExecutor(Executor):
         ctx.emit(OutputValue("print", node.label, value, format_value(node.label, value)))
         return None
 
+    @handles(ir.Input)
+    def input(self, node: ir.Input, inputs, ctx: RunContext):
+        return as_dist(ctx.env[node.slot], ctx)
+
+    @handles(ir.Message)
+    def message(self, node: ir.Message, inputs, ctx: RunContext):
+        text = format_message(node.texts, [to_local(v) for v in inputs])
+        ctx.emit(OutputValue("print", text.split("\n")[0], text, text))
+        return None
+
     @handles(ir.Result)
     def result(self, node: ir.Result, inputs, ctx: RunContext):
         ctx.emit(OutputValue("result", node.label, to_local(inputs[0])))
@@ -259,10 +269,20 @@ class CannonExecutor(Executor):
         return combine_gemm(node, product, c if is_source(addend) else addend, ctx)
 
 
+def kept_folder(ctx: RunContext, nbytes: int) -> str | None:
+    """Where a big kept value goes as a shared file (executors on this machine), else None:
+    Spark's cache (memory, then disk) keeps it."""
+    from .distributed import _scratch_dir
+
+    sc = ctx.get_spark().sparkContext
+    return _scratch_dir(sc, nbytes) if shares_files(ctx) else None
+
+
 def keep(value: Any, ctx: RunContext) -> Any:
     """A value the plan materialises: distributed once, computed now, its lineage cut."""
     if isinstance(value, DistMatrix):
-        return value.checkpoint()
+        folder = kept_folder(ctx, value.nbytes)
+        return value.keep_in_file(folder) if folder else value.checkpoint()
     if isinstance(value, np.ndarray):  # a product method that returns to the driver (mllib)
         return as_dist(value, ctx)
     return value

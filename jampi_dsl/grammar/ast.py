@@ -76,6 +76,23 @@ class BinOp(Expr):
 
 
 @dataclass(frozen=True)
+class SliceExpr(Expr):
+    """``a:b`` inside ``X[...]``; either bound may be missing."""
+
+    start: Expr | None
+    stop: Expr | None
+
+
+@dataclass(frozen=True)
+class Index(Expr):
+    """``X[r, c]``: each of ``rows``/``cols`` is an expression (one index) or a SliceExpr."""
+
+    target: Expr
+    rows: Expr
+    cols: Expr
+
+
+@dataclass(frozen=True)
 class Stmt:
     span: Span
 
@@ -106,6 +123,64 @@ class MultiAssign(Stmt):
 @dataclass(frozen=True)
 class ExprStmt(Stmt):
     expr: Expr
+
+
+@dataclass(frozen=True)
+class SliceAssign(Stmt):
+    """``X[r, c] = Y``: rebinds X to a copy with that region replaced."""
+
+    name: str
+    rows: Expr
+    cols: Expr
+    value: Expr
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Block:
+    statements: tuple[Stmt, ...]
+    span: Span  # from '{' to '}'
+
+
+@dataclass(frozen=True)
+class For(Stmt):
+    var: str
+    var_span: Span
+    range_call: Call  # range(...) with its arguments
+    body: Block
+
+
+@dataclass(frozen=True)
+class While(Stmt):
+    cond: Expr
+    body: Block
+
+
+@dataclass(frozen=True)
+class If(Stmt):
+    """``if c {...} else if d {...} else {...}``: ``cases`` in order, ``orelse`` may be None."""
+
+    cases: tuple[tuple[Expr, Block], ...]
+    orelse: Block | None
+
+
+@dataclass(frozen=True)
+class Def(Stmt):
+    name: str
+    params: tuple[str, ...]
+    param_spans: tuple[Span, ...]
+    body: Block
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Return(Stmt):
+    values: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Break(Stmt):
+    pass
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,9 @@ _TOKEN_WORDS = {
     "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "EQUAL": "'='", "PLUS": "'+'", "MINUS": "'-'",
     "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "TRANSPOSE": "'.T'", "PARAM": "'param'",
     "TRUE": "'true'", "FALSE": "'false'", "$END": "end of input", "AND": "'and'", "OR": "'or'",
-    "NOT": "'not'", "COMPARE": "a comparison", "__ANON_0": "'**'",
+    "NOT": "'not'", "COMPARE": "a comparison", "__ANON_0": "'**'", "LBRACE": "'{'", "RBRACE": "'}'",
+    "LSQB": "'['", "RSQB": "']'", "COLON": "':'", "FOR": "'for'", "IN": "'in'", "WHILE": "'while'",
+    "IF": "'if'", "ELSE": "'else'", "DEF": "'def'", "RETURN": "'return'", "BREAK": "'break'",
 }
 
 
@@ -97,6 +99,62 @@ class _ToAst(Transformer):
     def expr_stmt(self, children):
         return ast.ExprStmt(children[0].span, children[0])
 
+    def slice_assign(self, children):
+        name, _lsqb, rows, cols, _rsqb, value = children
+        return ast.SliceAssign(self._span(name, value), str(name), rows, cols, value, self._token_span(name))
+
+    def block(self, children):
+        lbrace, rbrace = children[0], children[-1]
+        statements = tuple(c for c in children[1:-1] if isinstance(c, ast.Stmt))
+        return ast.Block(statements, self._span(lbrace, rbrace))
+
+    def for_(self, children):
+        keyword, var, _in, func, lpar, arguments, rpar, body = children
+        if str(func) != "range":
+            raise ParseError(f"a for loop runs over range(...), not {str(func)}(...)", self._token_span(func))
+        call = self.call([func, lpar, arguments, rpar])
+        return ast.For(self._span(keyword, body), str(var), self._token_span(var), call, body)
+
+    def while_(self, children):
+        keyword, cond, body = children
+        return ast.While(self._span(keyword, body), cond, body)
+
+    def if_(self, children):
+        keyword, cond, body, rest = children
+        cases, orelse = [(cond, body)], None
+        while rest is not None:  # else-if chains arrive nested: flatten them
+            kind, *parts = rest
+            if kind == "else":
+                orelse = parts[0]
+                break
+            cases.append((parts[0], parts[1]))
+            rest = parts[2]
+        last = (orelse or cases[-1][1])
+        return ast.If(self._span(keyword, last), tuple(cases), orelse)
+
+    def else_block(self, children):
+        return ("else", children[1])
+
+    def else_if(self, children):
+        _else, _if, cond, body, rest = children
+        return ("elif", cond, body, rest)
+
+    def def_(self, children):
+        keyword, name, _lpar, names, _rpar, body = children
+        params = tuple(names or ())
+        return ast.Def(self._span(keyword, body), str(name), tuple(str(p) for p in params),
+                       tuple(self._token_span(p) for p in params), body, self._token_span(name))
+
+    def names(self, children):
+        return list(children)
+
+    def return_(self, children):
+        keyword, *values = children
+        return ast.Return(self._span(keyword, values[-1]), tuple(values))
+
+    def break_(self, children):
+        return ast.Break(self._token_span(children[0]))
+
     # literals
     def number(self, children):
         return ast.Number(self._token_span(children[0]), float(children[0]))
@@ -145,6 +203,16 @@ class _ToAst(Transformer):
     def neg(self, children):
         minus, operand = children
         return ast.Neg(self._span(minus, operand), operand)
+
+    def index(self, children):
+        target, _lsqb, rows, cols, rsqb = children
+        return ast.Index(self._span(target, rsqb), target, rows, cols)
+
+    def slice(self, children):
+        start, colon, stop = children
+        first = start if start is not None else colon
+        last = stop if stop is not None else colon
+        return ast.SliceExpr(self._span(first, last), start, stop)
 
     def transpose(self, children):
         operand, mark = children
@@ -409,6 +477,12 @@ def _parse_error(source: Source, err: UnexpectedInput) -> ParseError:
             if token.type in ("NAME", "NUMBER", "STRING"):
                 message = f"unexpected {token.type.lower()} {str(token)!r}"
         message += _describe_expected(err.expected)
+        if token.type == "$END" and "RBRACE" in err.expected:
+            message = "unexpected end of input: a block is not closed (a '}' is missing)"
+        elif token.type == "ELSE":
+            message += "; `else` follows the closing brace of an `if` on the same line: `} else {`"
+        elif token.type == "RBRACE" and "_NL" in err.expected:
+            message += "; a closing brace stands on its own line"
     elif isinstance(err, UnexpectedEOF):
         lines = source.text.splitlines() or [""]
         line, column = len(lines), len(lines[-1]) + 1

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import ops
-from ..errors import ArgumentError, InputError, ParseError, ResolveError, ShapeError, Source, Span
+from ..errors import ArgumentError, InputError, ResolveError, ShapeError, Source, Span
 from ..gcpause import paused_gc
 from ..grammar import ast
 from ..grammar.ast import source_text
 from . import ir
+from .blocks import BlockStatements, register
 from .graph import Program
 from .inputs import MAX_DIMENSION, inspect_input
 from .linalg import FUNCTIONS as LINALG
@@ -78,10 +79,11 @@ FUNCTIONS: dict[str, Signature] = {
     **{f.name: Signature(("a", "b")[: f.inputs] if f.inputs == 2 else ("x",), {"k": None} if f.takes_k else {})
        for f in LINALG.values()},
     "save": Signature(("x", "path"), {"format": None, "form": None}),
-    "print": Signature(("x",), {}),
+    "print": Signature((), {}, variadic=True),
 }
 STATEMENT_FUNCTIONS = ("save", "print")
-KEYWORDS = frozenset({"param", "true", "false", "and", "or", "not"})
+KEYWORDS = frozenset({"param", "true", "false", "and", "or", "not", "for", "in", "range", "while", "if", "else",
+                      "def", "return", "break"})
 RESERVED = frozenset(FUNCTIONS) | KEYWORDS
 
 
@@ -124,7 +126,7 @@ def _suggest(name: str, candidates) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-class Builder:
+class Builder(BlockStatements):
     def __init__(self, program: ast.Program, overrides: dict[str, ParamValue], base_dir: str):
         self.ast = program
         self.base_dir = base_dir
@@ -147,18 +149,11 @@ class Builder:
                 listed = listed or ("" if declared else " (it declares none)")
                 raise ResolveError(f"--set {name}: the program declares no parameter {name!r}{hint}{listed}",
                                    value.span)
-        for stmt in self.ast.statements:
-            try:
-                if isinstance(stmt, ast.Param):
-                    self._param(stmt)
-                elif isinstance(stmt, ast.Assign):
-                    self._assign(stmt)
-                elif isinstance(stmt, ast.MultiAssign):
-                    self._multi_assign(stmt)
-                else:
-                    self._expr_statement(stmt)
-            except RecursionError:  # a safety net: expressions are built without recursion
-                raise ParseError("expression nested too deeply", stmt.span) from None
+        self._init_blocks(self.ast.statements)
+        self._statements(self.ast.statements)
+        flow = self.finish()
+        if flow is not None:
+            return flow
         return Program(
             outputs=tuple(self.outputs),
             bindings=tuple(self.bindings),
@@ -205,44 +200,74 @@ class Builder:
         if name in self.params:
             raise ResolveError(f"{name!r} is a parameter and cannot be reassigned", span)
 
+    def _bind(self, name: str, value: Any, span: Span) -> None:
+        self.env[name] = value
+        self.assign_lines[name] = span
+        self.partial.pop(name, None)
+        if isinstance(value, ir.Node):
+            self.bindings.append((name, value))
+
+    def _user_call_of(self, expr: ast.Expr) -> ast.Call | None:
+        return expr if isinstance(expr, ast.Call) and self.user_function(expr.name) else None
+
     def _assign(self, stmt: ast.Assign) -> None:
         self._check_assignable(stmt.name, stmt.name_span)
-        value = self.expr(stmt.value)
-        self.env[stmt.name] = value
-        if isinstance(value, ir.Node):
-            self.bindings.append((stmt.name, value))
+        call = self._user_call_of(stmt.value)
+        value = self.call_user(call, 1)[0] if call else self.expr(stmt.value)
+        self._bind(stmt.name, value, stmt.name_span)
+
+    def _slice_assign(self, stmt: ast.SliceAssign) -> None:
+        self._check_assignable(stmt.name, stmt.name_span)
+        target = self._e_Var(ast.Var(stmt.name_span, stmt.name))
+        if not isinstance(target, ir.Node) or not target.type.is_matrix:
+            raise ShapeError(f"{stmt.name!r} is not a matrix: only a matrix's region can be assigned",
+                             stmt.name_span)
+        (i, rows, _), (j, cols, _) = (self._subscript(sub, target.type.shape[axis])
+                                      for axis, sub in enumerate((stmt.rows, stmt.cols)))
+        value = self._operand(self.expr(stmt.value), stmt.value.span)
+        self._bind(stmt.name, ir.Update(target, value, i, j, rows, cols, span=stmt.span), stmt.name_span)
 
     def _multi_assign(self, stmt: ast.MultiAssign) -> None:
         call = stmt.value
+        for index, (name, span) in enumerate(zip(stmt.names, stmt.name_spans, strict=True)):
+            self._check_assignable(name, span)
+            if name in stmt.names[:index]:
+                raise ResolveError(f"{name!r} is named twice on the left", span)
+        if self._user_call_of(call):
+            for name, value, span in zip(stmt.names, self.call_user(call, len(stmt.names)), stmt.name_spans,
+                                         strict=True):
+                self._bind(name, value, span)
+            return
         declared = LINALG.get(call.name) if isinstance(call, ast.Call) else None
         if declared is None or len(declared.parts) < 2:
-            raise ResolveError("only qr, svd and eigh give several values; assign one value per name",
+            raise ResolveError("only qr, svd, eigh and user functions give several values; assign one value "
+                               "per name",
                                stmt.value.span)
         if len(stmt.names) != len(declared.parts):
             want = ", ".join(declared.parts)
             raise ResolveError(f"{call.name}() gives {len(declared.parts)} values ({want} = {call.name}(...)), "
                                f"not {len(stmt.names)}", stmt.span)
-        for index, (name, span) in enumerate(zip(stmt.names, stmt.name_spans, strict=True)):
-            self._check_assignable(name, span)
-            if name in stmt.names[:index]:
-                raise ResolveError(f"{name!r} is named twice on the left", span)
         args = self._bind_args(call)
         x = self._matrix_or_scalar(args["x"], call.args[0].span if call.args else call.span)
         k = None if args.get("k") is None else self._whole(args["k"], "k", minimum=1)
-        for part, name in enumerate(stmt.names):
-            node = ir.Factor(call.name, x, part=part, k=k, span=call.span)
-            self.env[name] = node
-            self.bindings.append((name, node))
+        for part, (name, span) in enumerate(zip(stmt.names, stmt.name_spans, strict=True)):
+            self._bind(name, ir.Factor(call.name, x, part=part, k=k, span=call.span), span)
 
     def _expr_statement(self, stmt: ast.ExprStmt) -> None:
         expr = stmt.expr
+        if self._user_call_of(expr):
+            self.call_user(expr, None)
+            return
         if not (isinstance(expr, ast.Call) and expr.name in STATEMENT_FUNCTIONS):
             raise ResolveError("this value is not used: assign it (X = ...) or print(...) it", expr.span)
         args = self._bind_args(expr)
-        x = self._matrix_or_scalar(args["x"], expr.args[0].span if expr.args else expr.span)
         if expr.name == "print":
-            self.outputs.append(ir.Print(x, source_text(expr.args[0]) if expr.args else "x", span=expr.span))
+            self._print(expr, args["args"])
             return
+        x = self._matrix_or_scalar(args["x"], expr.args[0].span if expr.args else expr.span)
+        if any(frame.loops for frame in self.frames):
+            raise ResolveError("save() inside a loop would write the file again every iteration: save the "
+                               "result after the loop", expr.span)
         path = self._path(args["path"], "save")
         source = self.ast.source.name
         fmt = output_format(path, self._opt_str(args["format"]), args["path"].span,
@@ -258,6 +283,64 @@ class Builder:
         self.saved[path] = x
         options = tuple((k, self._opt_str(args[k])) for k in ("form",) if args[k] is not None)
         self.outputs.append(ir.Save(x, path, fmt, options, span=expr.span))
+
+    def _print(self, call: ast.Call, values: list[Any]) -> None:
+        """``print(x)`` labels a value with its text; ``print("a", x, ...)`` shows the items on one line."""
+        if len(values) == 1 and not isinstance(values[0], StrVal):
+            x = self._matrix_or_scalar(values[0], call.args[0].span)
+            self.outputs.append(ir.Print(x, source_text(call.args[0]), span=call.span))
+            return
+        nodes, texts = [], []
+        for value, arg in zip(values, call.args, strict=True):
+            if isinstance(value, StrVal):
+                texts.append(value.value)
+            else:
+                nodes.append(self._operand(value, arg.span))
+                texts.append(None)
+        self.outputs.append(ir.Message(tuple(nodes), tuple(texts), span=call.span))
+
+    def _subscript(self, sub: ast.Expr, extent: int) -> tuple[ir.Node, int, bool]:
+        """(start, size, single index?) of one subscript of X[r, c] along an axis of ``extent``."""
+        if isinstance(sub, ast.SliceExpr):
+            bounds = []
+            for bound, default in ((sub.start, 0), (sub.stop, extent)):
+                if bound is None:
+                    bounds.append(default)
+                    continue
+                known = self._static_number(self._operand(self.expr(bound), bound.span))
+                if known is None or known != int(known):
+                    raise ArgumentError("slice bounds must be whole numbers known before the run (literals, "
+                                        "params, nrow/ncol and arithmetic on them)", bound.span)
+                known = int(known)
+                if not -extent <= known <= extent:
+                    raise ShapeError(f"slice bound {known} is out of range for {extent}", bound.span)
+                bounds.append(known + extent if known < 0 else known)
+            if bounds[1] <= bounds[0]:
+                raise ShapeError(f"the slice {bounds[0]}:{bounds[1]} is empty", sub.span)
+            return ir.Const(float(bounds[0]), span=sub.span), bounds[1] - bounds[0], False
+        index = self._operand(self.expr(sub), sub.span)
+        if not index.type.is_scalar:
+            raise ShapeError("an index is a scalar (or a slice a:b)", sub.span)
+        known = self._static_number(index)
+        if known is None:
+            return index, 1, True  # checked when it runs (negative counts from the end there too)
+        if known != int(known) or not -extent <= known < extent:
+            raise ShapeError(f"index {known:g} is out of range for {extent}", sub.span)
+        return ir.Const(float(known + extent if known < 0 else known), span=sub.span), 1, True
+
+    def _index(self, node: ast.Index) -> ir.Node:
+        target = self._operand(self.expr(node.target), node.target.span)
+        if not target.type.is_matrix:
+            raise ShapeError("only a matrix can be indexed", node.target.span)
+        (i, rows, single_row), (j, cols, single_col) = (self._subscript(sub, target.type.shape[axis])
+                                                        for axis, sub in enumerate((node.rows, node.cols)))
+        return ir.Index(target, i, j, rows, cols, scalar=single_row and single_col, span=node.span)
+
+    def _operand(self, value: Any, span: Span) -> ir.Node:
+        """A matrix or a scalar; true/false count as 1/0 where a scalar is expected."""
+        if isinstance(value, BoolVal):
+            return ir.Const(1.0 if value.value else 0.0, span=value.span or span)
+        return self._matrix_or_scalar(value, span)
 
     # ------------------------------------------------------------ expressions
 
@@ -291,8 +374,8 @@ class Builder:
                     values.append(leaf(self, left))
                 if state < 2:
                     a = values[-1]
-                    if not isinstance(a, _NODE):
-                        self._matrix_or_scalar(a, node.left.span)  # raises
+                    if not isinstance(a, _NODE) and not isinstance(a, StrVal):
+                        values[-1] = a = self._operand(a, node.left.span)
                     right = node.right
                     leaf = _LEAVES.get(type(right))
                     if leaf is None:
@@ -303,8 +386,15 @@ class Builder:
                 else:
                     b = values.pop()
                     a = values[-1]
-                if not isinstance(b, _NODE):
-                    self._matrix_or_scalar(b, node.right.span)  # raises
+                if not isinstance(b, _NODE) or not isinstance(a, _NODE):
+                    if isinstance(a, StrVal) and isinstance(b, StrVal) and node.op in ("==", "!="):
+                        values[-1] = ir.Const(float((a.value == b.value) == (node.op == "==")), span=node.span)
+                        if not stack:
+                            return values[0]
+                        node, state = stack.pop()
+                        continue
+                    a = values[-1] = self._operand(a, node.left.span)
+                    b = self._operand(b, node.right.span)
                 if node.op == "@":
                     values[-1] = _MATMUL(a, b, span=node.span)
                 else:
@@ -321,7 +411,7 @@ class Builder:
                 else:
                     x = values.pop()
                 if not isinstance(x, _NODE):
-                    self._matrix_or_scalar(x, operand.span)  # raises
+                    x = self._operand(x, operand.span)
                 if cls is _NEG or cls is _NOT:
                     values.append(ir.Unary("neg" if cls is _NEG else "not", x, span=node.span))
                 else:
@@ -330,6 +420,12 @@ class Builder:
                 if state == 0:
                     if node.name in STATEMENT_FUNCTIONS:
                         raise ResolveError(f"{node.name}() is a statement and gives no value", node.name_span)
+                    if self.user_function(node.name):
+                        values.append(self.call_user(node, 1, expression=True)[0])
+                        if not stack:
+                            return values[0]
+                        node, state = stack.pop()
+                        continue
                     self._check_call(node)
                 positional = len(node.args)
                 total = positional + len(node.keywords)
@@ -345,6 +441,8 @@ class Builder:
                 evaluated = values[len(values) - total :]
                 del values[len(values) - total :]
                 values.append(self._call(node, self._bind_values(node, evaluated)))
+            elif cls is _INDEX:
+                values.append(self._index(node))
             elif cls is _TUPLE:
                 total = len(node.items)
                 if state < total:
@@ -385,6 +483,9 @@ class Builder:
             return type(value)(*[getattr(value, f) for f in value.__dataclass_fields__ if f != "span"], node.span)
         if node.name in FUNCTIONS:
             raise ResolveError(f"{node.name!r} is a function; call it as {node.name}(...)", node.span)
+        if node.name in self.partial:
+            raise ResolveError(f"{node.name!r} is not bound on every path to here (it is bound inside a loop or "
+                               f"in some branches only, line {self.partial[node.name]})", node.span)
         hint = _suggest(node.name, self.env)
         raise ResolveError(f"unknown name {node.name!r}{hint}", node.span)
 
@@ -460,6 +561,7 @@ class Builder:
     def _check_call(self, call: ast.Call) -> None:
         """What can be checked of a call before its arguments are evaluated: the name and the arity."""
         if call.name not in FUNCTIONS:
+            self.unknown_call(call)
             raise ResolveError(f"unknown function {call.name!r}{_suggest(call.name, FUNCTIONS)}", call.name_span)
         sig = FUNCTIONS[call.name]
         if sig.variadic:
@@ -520,12 +622,12 @@ class Builder:
             node, ready = stack.pop()
             if isinstance(node, ir.Const):
                 results.append(node.value)
-            elif isinstance(node, ir.Unary) and node.operator == "neg":
+            elif isinstance(node, ir.Unary) and node.operator in ("neg", "not"):
                 if not ready:
                     stack.append((node, True))
                     stack.append((node.x, False))
                 elif results[-1] is not None:
-                    results[-1] = -results[-1]
+                    results[-1] = -results[-1] if node.operator == "neg" else float(results[-1] == 0)
             elif isinstance(node, ir.Binary):
                 if not ready:
                     stack.append((node, True))
@@ -534,10 +636,10 @@ class Builder:
                     continue
                 b = results.pop()
                 a = results[-1]
-                if a is None or b is None or (node.operator == "/" and b == 0):
+                if a is None or b is None or (node.operator == "/" and b == 0) or node.operator not in _STATIC:
                     results[-1] = None
                 else:
-                    results[-1] = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0}[node.operator]
+                    results[-1] = float(_STATIC[node.operator](a, b))
             else:
                 results.append(None)
         return results[0]
@@ -642,8 +744,14 @@ class Builder:
         return value
 
 
+_STATIC = {  # the scalar operators a plan-time value may be built with
+    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b,
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+    "and": lambda a, b: bool(a) and bool(b), "or": lambda a, b: bool(a) or bool(b),
+}
 _BINOP, _NEG, _TRANSPOSE, _CALL, _TUPLE = ast.BinOp, ast.Neg, ast.Transpose, ast.Call, ast.TupleLit
-_NOT = ast.Not
+_NOT, _INDEX = ast.Not, ast.Index
 _NODE, _MATMUL, _BINARY = ir.Node, ir.MatMul, ir.Binary  # (module globals: one lookup, not two)
 _LEAVES: dict[type, Any] = {  # AST classes without sub-expressions -> their Builder method
     ast.Number: Builder._e_Number,
@@ -663,3 +771,12 @@ def build(
         base_dir = str(Path(name).parent.resolve()) if not name.startswith("<") else os.getcwd()
     with paused_gc():
         return Builder(program, overrides or {}, base_dir).build()
+
+
+register({
+    ast.Param: Builder._param,
+    ast.Assign: Builder._assign,
+    ast.MultiAssign: Builder._multi_assign,
+    ast.SliceAssign: Builder._slice_assign,
+    ast.ExprStmt: Builder._expr_statement,
+})

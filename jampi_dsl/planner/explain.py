@@ -13,6 +13,7 @@ from rich.tree import Tree
 
 from . import ir
 from .cost import Estimate
+from .flow import Branch, BreakItem, FlowPlan, FlowProgram, Loop, Segment
 from .graph import describe
 from .lifetimes import is_lazy
 from .methods import DISTRIBUTED
@@ -23,11 +24,12 @@ JSON_SCHEMA_VERSION = 1
 
 
 def _refs(plan: PhysicalPlan) -> dict[int, str]:
-    """A readable handle per node: its bound name, else %k in plan order."""
+    """A readable handle per node: its bound name (an input: the name it had), else %k in plan order."""
     names = plan.program.names()
     refs: dict[int, str] = {}
     for index, step in enumerate(plan.steps):
-        refs[step.node.uid] = names.get(step.node.uid, f"%{index}")
+        node = step.node
+        refs[node.uid] = names.get(node.uid) or (node.name if isinstance(node, ir.Input) else f"%{index}")
     return refs
 
 
@@ -55,16 +57,30 @@ def _lifetime_text(plan: PhysicalPlan, step: Step, refs: dict[int, str]) -> str:
     return f"{kept}, released after {refs[last.uid]}"
 
 
-def to_text_tree(plan: PhysicalPlan) -> Tree:
-    refs = _refs(plan)
-    program = plan.program
-    title = Text.assemble(("plan ", "bold"), (program.source_name, "cyan"))
-    rewrites = ", ".join(program.applied) or "none"
-    tree = Tree(title)
+def _header(plan, rewrites: str) -> Tree:
+    tree = Tree(Text.assemble(("plan ", "bold"), (plan.program.source_name, "cyan")))
     tree.add(Text(f"rewrites applied: {rewrites}", style="dim"))
     res = plan.resources
     where = f"Spark {res.master}, {res.slots} slots" if res.spark else "no Spark (local only)"
     tree.add(Text(f"resources: {where}; driver budget {res.driver_budget / 2**30:.1f} GiB", style="dim"))
+    return tree
+
+
+def to_text_tree(plan: PhysicalPlan) -> Tree:
+    if isinstance(plan, FlowPlan):
+        return _flow_tree(plan)
+    program = plan.program
+    tree = _header(plan, ", ".join(program.applied) or "none")
+    outputs = tree.add(Text("outputs", style="bold"))
+    if not program.outputs:
+        outputs.add(Text("nothing is saved or printed: run computes nothing", style="yellow"))
+    _add_outputs(outputs, plan)
+    return tree
+
+
+def _add_outputs(outputs: Tree, plan: PhysicalPlan) -> None:
+    """Each output of ``plan`` with the nodes it reads, depth first."""
+    refs = _refs(plan)
     shown: set[int] = set()
 
     def add(parent: Tree, root: ir.Node) -> None:
@@ -95,12 +111,80 @@ def to_text_tree(plan: PhysicalPlan) -> Tree:
             branch = branch_parent.add(label)
             stack.extend((branch, child) for child in reversed(node.children))
 
-    outputs = tree.add(Text("outputs", style="bold"))
-    if not program.outputs:
-        outputs.add(Text("nothing is saved or printed: run computes nothing", style="yellow"))
-    for output in program.outputs:
+    for output in plan.program.outputs:
         add(outputs, output)
+
+
+# ---------------------------------------------------------------- programs with blocks
+
+
+def _per_iteration(items: list) -> float:
+    """The estimated seconds of one pass over ``items`` (a nested loop counted once)."""
+    plans = [s.plan for s in FlowProgram(items).segments()]
+    return sum(step.estimate.seconds for plan in plans for step in plan.steps if step.estimate)
+
+
+def _flow_tree(plan: FlowPlan) -> Tree:
+    applied = sorted({name for p in plan.plans() for name in p.program.applied})
+    tree = _header(plan, ", ".join(applied) or "none")
+    if not plan.program.outputs:
+        tree.add(Text("nothing is saved or printed: run computes nothing", style="yellow"))
+    _flow_items(tree.add(Text("program", style="bold")), plan.flow.body)
     return tree
+
+
+def _flow_items(parent: Tree, items: list) -> None:
+    for item in items:
+        if isinstance(item, Segment):
+            label = item.label or "straight-line part"
+            exports = ", ".join(item.exported_slots())
+            text = Text(label, style="bold")
+            if exports:
+                text.append(f"  keeps {exports}", style="dim")
+            _add_outputs(parent.add(text), item.plan)
+        elif isinstance(item, Loop):
+            text = Text(f"{item.text}  (line {item.line})", style="bold yellow")
+            text.append(f"  per iteration ~{_per_iteration(item.body):.3g} s; planned once, not unrolled",
+                        style="dim")
+            branch = parent.add(text)
+            for hoisted in item.hoisted:
+                branch.add(Text(f"hoisted before the loop: {hoisted}", style="magenta"))
+            for part, what in ((item.header, "range bounds"), (item.cond, "condition, before each iteration")):
+                if part is not None:
+                    _add_outputs(branch.add(Text(what, style="bold")), part.plan)
+            _flow_items(branch, item.body)
+        elif isinstance(item, Branch):
+            branch = parent.add(Text(f"if {item.text}  (line {item.line}), decided at run time", style="bold yellow"))
+            for index, (cond, _slot, body) in enumerate(item.cases):
+                case = branch.add(Text("if" if index == 0 else "else if", style="bold"))
+                _add_outputs(case.add(Text("condition", style="bold")), cond.plan)
+                _flow_items(case, body)
+            if item.orelse is not None:
+                _flow_items(branch.add(Text("else", style="bold")), item.orelse)
+        elif isinstance(item, BreakItem):
+            parent.add(Text(f"break  (line {item.line})", style="bold yellow"))
+
+
+def _flow_dict(items: list) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, Segment):
+            out.append({"kind": "segment", "label": item.label, "keeps": item.exported_slots(),
+                        **to_dict(item.plan)})
+        elif isinstance(item, Loop):
+            out.append({"kind": "loop", "header": item.text, "line": item.line, "hoisted": list(item.hoisted),
+                        "per_iteration_seconds": _per_iteration(item.body),
+                        "bounds": [b for b in item.bounds],
+                        "range": _flow_dict([item.header]) if item.header else None,
+                        "condition": _flow_dict([item.cond]) if item.cond else None,
+                        "body": _flow_dict(item.body)})
+        elif isinstance(item, Branch):
+            out.append({"kind": "if", "condition_text": item.text, "line": item.line,
+                        "cases": [{"condition": _flow_dict([c])[0], "body": _flow_dict(b)} for c, _s, b in item.cases],
+                        "else": _flow_dict(item.orelse) if item.orelse is not None else None})
+        elif isinstance(item, BreakItem):
+            out.append({"kind": "break", "line": item.line})
+    return out
 
 
 def to_text(plan: PhysicalPlan, width: int = 120) -> str:
@@ -117,6 +201,8 @@ def to_dict(plan: PhysicalPlan) -> dict[str, Any]:
     a product's executor takes from the plan (a Cannon step's grid side and result block, the
     operand a broadcast step ships); ``materialize`` true when the value is computed once
     and kept on the executors (memory, then disk), ``release_after`` the node after which it is freed."""
+    if isinstance(plan, FlowPlan):
+        return {"version": JSON_SCHEMA_VERSION, "program": plan.program.source_name, "flow": _flow_dict(plan.flow.body)}
     refs = _refs(plan)
     ids = {step.node.uid: index for index, step in enumerate(plan.steps)}
     nodes = []
@@ -174,8 +260,23 @@ def to_json(plan: PhysicalPlan) -> str:
 
 
 def to_dot(plan: PhysicalPlan) -> str:
-    refs = _refs(plan)
     lines = ["digraph plan {", '  rankdir=BT;', '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
+    if isinstance(plan, FlowPlan):  # one cluster per segment, in program order
+        for index, segment in enumerate(plan.flow.segments()):
+            lines.append(f'  subgraph cluster_{index} {{')
+            lines.append(f'    label="{(segment.label or f"part {index}").replace(chr(34), "")}";')
+            lines.extend("  " + line for line in _dot_nodes(segment.plan, f"s{index}_"))
+            lines.append("  }")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+    lines.extend(_dot_nodes(plan, ""))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_nodes(plan: PhysicalPlan, prefix: str) -> list[str]:
+    refs = _refs(plan)
+    lines = []
     for index, step in enumerate(plan.steps):
         node = step.node
         label = describe(node, lambda n: refs[n.uid]).replace('"', '\\"')
@@ -183,10 +284,9 @@ def to_dot(plan: PhysicalPlan) -> str:
             label = f"{refs[node.uid]} = {label}\\n{node.type}"
         label += f"\\n[{step.method}{' forced' if step.forced else ''}]"
         colour = METHOD_COLOURS.get(step.method, "#dddddd")
-        lines.append(f'  n{index} [label="{label}", fillcolor="{colour}"];')
+        lines.append(f'  {prefix}n{index} [label="{label}", fillcolor="{colour}"];')
     ids = {step.node.uid: index for index, step in enumerate(plan.steps)}
     for step in plan.steps:
         for child in step.node.children:
-            lines.append(f"  n{ids[child.uid]} -> n{ids[step.node.uid]};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+            lines.append(f"  {prefix}n{ids[child.uid]} -> {prefix}n{ids[step.node.uid]};")
+    return lines

@@ -13,7 +13,7 @@ from typing import Any
 
 import networkx as nx
 
-from .ir import BINARY_OPS, Node, Print, Result, Save
+from .ir import BINARY_OPS, OUTPUT_NODES, Node
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def rewrite(program: Program, fn: Rewrite, name: str) -> Program:
 
 
 def is_output(node: Node) -> bool:
-    return isinstance(node, (Save, Print, Result))
+    return isinstance(node, OUTPUT_NODES)
 
 
 # ---------------------------------------------------------------- text form

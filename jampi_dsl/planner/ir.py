@@ -264,6 +264,23 @@ class Frame(Node):
         return {"frame_id": id(self.frame), "form": self.form, "shape": self.shape, "dtype": self.dtype}
 
 
+@dataclass(frozen=True, eq=False)
+class Input(Node):
+    """A value from an earlier part of a program with blocks (before a loop, the previous
+    iteration, a branch): the run keeps it under ``slot`` between the parts. ``value_type``
+    is its type; ``name`` is the program's name for it (explain)."""
+
+    slot: str
+    value_type: Type
+    name: str = ""
+
+    def infer(self) -> Type:
+        return self.value_type
+
+    def attrs(self) -> dict[str, Any]:
+        return {"slot": self.slot}
+
+
 # ---------------------------------------------------------------- operators
 
 
@@ -522,6 +539,61 @@ class Concat(Node):
         return matrix_type(shape, _join_dtype(a, b))
 
 
+def _region(node: Node, x: Type, rows: int, cols: int) -> None:
+    if not x.is_matrix:
+        node._fail("indexing needs a matrix, got a scalar")
+    if rows < 1 or cols < 1 or rows > x.shape[0] or cols > x.shape[1]:
+        node._fail(f"the region {rows}x{cols} does not fit in a {x.shape[0]}x{x.shape[1]} matrix")
+    for start, size, extent, what in ((node.i, rows, x.shape[0], "row"), (node.j, cols, x.shape[1], "column")):
+        if not start.type.is_scalar:
+            node._fail(f"a {what} index must be a scalar")
+        if isinstance(start, Const) and not 0 <= start.value <= extent - size:
+            node._fail(f"{what} index {start.value:g} is out of range for {extent} {what}s")
+
+
+@dataclass(frozen=True, eq=False)
+class Index(Node):
+    """``X[r, c]``: the ``rows`` x ``cols`` region of ``x`` starting at row ``i``, column ``j``.
+
+    Sizes are known before the run; the starts are scalars (a loop variable may be one).
+    ``scalar``: ``X[i, j]`` gives the entry itself, not a 1x1 matrix."""
+
+    CHILDREN: ClassVar = ("x", "i", "j")
+    x: Node
+    i: Node
+    j: Node
+    rows: int
+    cols: int
+    scalar: bool = False
+
+    def infer(self) -> Type:
+        _region(self, self.x.type, self.rows, self.cols)
+        return SCALAR if self.scalar else matrix_type((self.rows, self.cols), self.x.type.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class Update(Node):
+    """``X[r, c] = Y``: a copy of ``x`` with its ``rows`` x ``cols`` region from row ``i``,
+    column ``j`` replaced by ``y`` (a matrix of the region's shape, or a scalar)."""
+
+    CHILDREN: ClassVar = ("x", "y", "i", "j")
+    x: Node
+    y: Node
+    i: Node
+    j: Node
+    rows: int
+    cols: int
+
+    def infer(self) -> Type:
+        _region(self, self.x.type, self.rows, self.cols)
+        y = self.y.type
+        if y.is_matrix and y.shape != (self.rows, self.cols):
+            self._fail(f"the region is {self.rows}x{self.cols}, the value assigned is {y.shape[0]}x{y.shape[1]}")
+        if not (y.is_matrix or y.is_scalar):
+            self._fail("assign a matrix or a scalar")
+        return self.x.type
+
+
 # ---------------------------------------------------------------- outputs
 
 
@@ -552,6 +624,43 @@ class Print(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class Message(Node):
+    """``print("iteration", i, "residual", rr)``: strings and values, shown on one line
+    (a matrix on the lines after it). ``texts[k]`` is item k's string, or None for a value;
+    the values are the children, in order."""
+
+    values: tuple[Node, ...]
+    texts: tuple[str | None, ...]
+
+    def infer(self) -> Type:
+        for value in self.values:
+            if value.type.kind not in ("matrix", "scalar"):
+                self._fail("print() needs strings, matrices or scalars")
+        return OUTPUT
+
+    def attrs(self) -> dict[str, Any]:
+        return {"texts": self.texts}
+
+    def replacing_children(self, children: tuple[Node, ...]) -> Node:
+        return replace(self, values=tuple(children))
+
+
+Message._get_children = staticmethod(attrgetter("values"))
+
+
+@dataclass(frozen=True, eq=False)
+class Export(Node):
+    """Hands a value to a later part of a program with blocks, under ``slot``."""
+
+    CHILDREN: ClassVar = ("x",)
+    x: Node
+    slot: str
+
+    def infer(self) -> Type:
+        return OUTPUT
+
+
+@dataclass(frozen=True, eq=False)
 class Result(Node):
     """An output the Python API asks for: the value is handed back instead of saved or printed."""
 
@@ -563,5 +672,5 @@ class Result(Node):
         return OUTPUT
 
 
-OUTPUT_NODES = (Save, Print, Result)
+OUTPUT_NODES = (Save, Print, Message, Result, Export)
 PRODUCT_NODES = (MatMul, Gemm)

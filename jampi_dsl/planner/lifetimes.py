@@ -29,7 +29,7 @@ class Lifetime:
     release_after: int  # the value and everything its step keeps on Spark are freed after this step
 
 
-_SOURCES = (ir.Generate, ir.Load)
+_SOURCES = (ir.Generate, ir.Load, ir.Input)  # (an Input's value is kept by whoever exported it)
 # A lazy blockwise step that combines two distributed inputs runs one Python worker per task for
 # itself and one for each lazy input it pipelines, at once. A chain of them (w = w + a * p, run
 # for every iteration) would need ever more workers per task: past this many, it is materialised.
@@ -55,9 +55,13 @@ def lifetimes(steps) -> list[Lifetime]:
     for i, step in enumerate(steps):
         for uid in {c.uid for c in step.node.children}:
             readers[index[uid]].append(i)
+    # A value handed to a later segment (an Export reads it) outlives this plan's inputs, and a
+    # loop may read it every iteration: it is materialised too (a generator or a file included,
+    # not made again per read), so the previous iteration's blocks can be freed.
+    exported = {index[s.node.x.uid] for s in steps if isinstance(s.node, ir.Export)}
     materialize = [
-        step.method in DISTRIBUTED and step.node.type.is_matrix and len(readers[i]) >= 2
-        and not isinstance(step.node, _SOURCES)
+        step.method in DISTRIBUTED and step.node.type.is_matrix and not isinstance(step.node, ir.Input)
+        and ((len(readers[i]) >= 2 and not isinstance(step.node, _SOURCES)) or i in exported)
         for i, step in enumerate(steps)
     ]
     _bound_lazy_chains(steps, index, materialize)

@@ -225,6 +225,10 @@ def _spark_rejects(node: ir.Node, resources: Resources) -> str | None:
         return "where() has no distributed kernel yet: it runs on the driver"
     if isinstance(node, ir.Concat):
         return "hcat()/vcat() have no distributed kernel yet: they run on the driver"
+    if isinstance(node, (ir.Index, ir.Update)):
+        return "indexing has no distributed kernel yet: it runs on the driver"
+    if isinstance(node, ir.Input) and node.type.is_scalar:
+        return "a scalar lives on the driver"
     if isinstance(node, ir.Solve):
         return _distributed_solve_rejects(node, resources)
     if isinstance(node, ir.LINALG_NODES):

@@ -123,12 +123,24 @@ def _choose_product(node: ir.Node, resources: Resources, forced: str, forced_by:
     return Step(node, name, reason, estimate, runner_up)
 
 
-def _placements(nodes: list[ir.Node], products: dict[int, Step], resources: Resources) -> dict[int, str]:
+def _placements(nodes: list[ir.Node], products: dict[int, Step], resources: Resources,
+                distributed_inputs: frozenset[str] = frozenset(),
+                distributed_exports: frozenset[str] = frozenset()) -> dict[int, str]:
     """Which non-product nodes run distributed ("spark"): a node follows its inputs (forward),
     and a matrix used only by distributed consumers is made where they run (backward), so a
-    generator or a file feeding a Spark product is produced by the tasks, never on the driver."""
+    generator or a file feeding a Spark product is produced by the tasks, never on the driver.
+    An input an earlier segment left on the executors (``distributed_inputs``) stays there, and a
+    value handed to later segments whose readers run there (``distributed_exports``) is made there."""
     distributed = {uid for uid, step in products.items() if step.method in DISTRIBUTED}
     why: dict[int, str] = {}
+    for node in nodes:
+        if isinstance(node, ir.Input) and node.slot in distributed_inputs and resources.spark:
+            distributed.add(node.uid)
+            why[node.uid] = "kept on the executors by an earlier part of the program"
+        elif isinstance(node, ir.Export) and node.slot in distributed_exports and resources.spark \
+                and node.x.type.is_matrix:
+            distributed.add(node.uid)
+            why[node.uid] = "read on the executors by a later part of the program"
     users: dict[int, list[ir.Node]] = {}
     for node in nodes:
         for child in node.children:
@@ -224,9 +236,12 @@ def _addend_made_by_tasks(node: ir.Node) -> bool:
 
 
 def lower(program: Program, resources: Resources | None = None, executor: str = "auto",
-          forced_by: str | None = None) -> PhysicalPlan:
+          forced_by: str | None = None, distributed_inputs: frozenset[str] = frozenset(),
+          distributed_exports: frozenset[str] = frozenset()) -> PhysicalPlan:
     """Choose a method for every live node (after the rewrite passes). ``forced_by`` names where
-    a forced ``executor`` came from, for explain and errors (the CLI flag, or the API's session)."""
+    a forced ``executor`` came from, for explain and errors (the CLI flag, or the API's session).
+    ``distributed_inputs``: the slots of :class:`~.ir.Input` values held on the executors;
+    ``distributed_exports``: the slots whose later readers run there."""
     if executor not in FORCEABLE:
         raise PlanError(f"--executor must be one of {', '.join(FORCEABLE)}, got {executor!r}")
     resources = resources or Resources.local_only()
@@ -240,7 +255,7 @@ def lower(program: Program, resources: Resources | None = None, executor: str = 
             if done is None:
                 done = chosen[key] = _choose_product(node, resources, executor, forced_by)
             products[node.uid] = done if done.node is node else _for_node(done, node)
-    placed = _placements(nodes, products, resources)
+    placed = _placements(nodes, products, resources, distributed_inputs, distributed_exports)
     local_steps: dict[tuple, Step] = {}
     steps = []
     for node in nodes:
