@@ -38,9 +38,14 @@ MAX_LAZY_WORKERS = 3
 
 def _lazy(step, materialize: bool) -> bool:
     """A value its reader's job computes: a blockwise distributed matrix not materialised (the
-    product methods, and solve/lstsq, compute their result in their own step)."""
-    return (step.method == "spark" and step.node.type.is_matrix and not materialize
-            and not isinstance(step.node, ir.Solve))
+    product methods, and solve/lstsq, compute their result in their own step), and a distributed
+    ``C + A @ B`` whose addend is added blockwise after the product's stage, when read."""
+    node = step.node
+    if materialize or not node.type.is_matrix:
+        return False
+    if step.method == "spark":
+        return not isinstance(node, ir.Solve)
+    return step.method in DISTRIBUTED and isinstance(node, ir.Gemm) and node.beta != 0.0
 
 
 def is_lazy(step) -> bool:
