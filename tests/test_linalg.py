@@ -187,3 +187,48 @@ def test_solve_and_lstsq_on_spark(spark):
     b = g(20, 30, 5) @ g(30, 5000, 6)
     np.testing.assert_allclose(values["X"], np.linalg.lstsq(a, y, rcond=None)[0], rtol=1e-8, atol=1e-10)
     assert values["sum(Z)"] == pytest.approx(np.linalg.solve(a.T @ a + np.eye(20), b).sum(), rel=1e-9)
+
+
+def test_qr_and_svd_of_a_distributed_matrix_on_spark(spark):
+    """qr and the thin svd of a tall distributed A by TSQR (only n x n pieces reach the driver),
+    and svd(A, k=) of a wide one by the randomized range finder, against NumPy up to signs."""
+    program = """
+A = randn(4000, 24, seed=1) @ randn(24, 24, seed=2)
+Q, R = qr(A)
+U, s, Vt = svd(A)
+U2, s2, Vt2 = svd(A, k=4)
+w = ones(1, 30)
+for j in range(30) {
+    w[0, j] = 0.5 ** j
+}
+W = (randn(2000, 30, seed=3) * w) @ randn(30, 1200, seed=4)
+Uk, sk, Vtk = svd(W, k=5)
+print(Q)
+print(R)
+print(U @ diag(s) @ Vt)
+print(s2)
+print(Uk)
+print(sk)
+print(Vtk)
+"""
+    js = jampi_dsl.session(executor="cannon")
+    plan = jampi_dsl.api.plan_source(program, "<qr>", resources=js.resources, executor="cannon")
+    factor_steps = [s for p in plan.plans() for s in p.steps if getattr(s.node, "operator", "") in ("qr", "svd")]
+    assert factor_steps and all(s.method == "spark" for s in factor_steps), [(s.node, s.method) for s in factor_steps]
+    assert any("randomized" in s.reason for s in factor_steps) and any("TSQR" in s.reason for s in factor_steps)
+    values = js.run_text(program)
+    g = lambda *a: generate("normal", a[:2], "float64", seed=a[2])  # noqa: E731
+    a = g(4000, 24, 1) @ g(24, 24, 2)
+    q, r = values["Q"], values["R"]
+    np.testing.assert_allclose(q @ r, a, atol=1e-9 * np.abs(a).max())
+    np.testing.assert_allclose(q.T @ q, np.eye(24), atol=1e-12)
+    np.testing.assert_allclose(np.abs(r), np.abs(np.linalg.qr(a)[1]), rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(values["U @ diag(s) @ Vt"], a, atol=1e-9 * np.abs(a).max())
+    s = np.linalg.svd(a, compute_uv=False)
+    np.testing.assert_allclose(values["s2"].ravel(), s[:4], rtol=1e-10)
+    w = g(2000, 30, 3) * 0.5 ** np.arange(30) @ g(30, 1200, 4)
+    u, sw, vt = np.linalg.svd(w, full_matrices=False)
+    np.testing.assert_allclose(values["sk"].ravel(), sw[:5], rtol=1e-9)
+    # the same subspaces: |U_k.T @ U_numpy| is the identity up to signs
+    np.testing.assert_allclose(np.abs(values["Uk"].T @ u[:, :5]), np.eye(5), atol=1e-8)
+    np.testing.assert_allclose(np.abs(values["Vtk"] @ vt[:5].T), np.eye(5), atol=1e-8)

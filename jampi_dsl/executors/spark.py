@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import ExecutionError, InputError
-from ..planner import ir
+from ..planner import ir, linalg
 from ..planner.physical import executors_share_files
 from . import blocktasks as bt
 from . import formats, io
@@ -161,6 +161,25 @@ class SparkExecutor(Executor):
         if node.operator == "mean":
             return matrix.sum() / (matrix.shape[0] * matrix.shape[1])
         return float({"sum": matrix.sum, "trace": matrix.trace, "norm": matrix.norm}[node.operator]())
+
+    @handles(ir.Factor)
+    def factor(self, node: ir.Factor, inputs, ctx: RunContext):
+        """qr and svd of a distributed matrix (see .factorize); the parts of one are computed once."""
+        from . import factorize
+
+        memo = self.__dict__.setdefault("_factored", {})
+        key = (node.operator, node.x.uid, node.k)
+        parts = memo.get(key)
+        if parts is None:
+            a, dtype = as_dist(inputs[0], ctx), np.dtype(node.type.dtype)
+            if node.operator == "qr":
+                parts = factorize.qr(a, dtype)
+            elif linalg.distributed_svd_is_randomized(a.shape, node.k):
+                parts = factorize.randomized_svd(a, dtype, node.k)
+            else:
+                parts = factorize.thin_svd(a, dtype, node.k)
+            memo[key] = parts
+        return parts[node.part]
 
     @handles(ir.Solve)
     def solve(self, node: ir.Solve, inputs, ctx: RunContext):

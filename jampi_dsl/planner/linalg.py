@@ -155,6 +155,15 @@ FUNCTIONS: dict[str, LinalgFunction] = {f.name: f for f in (
 )}
 
 
+EXACT_SVD_MAX_COLUMNS = 1000  # a distributed svd(A, k=) of a wider A is randomized
+
+
+def distributed_svd_is_randomized(shape: tuple[int, int], k: int | None) -> bool:
+    """On Spark, ``svd(A, k=)`` is exact (TSQR, then LAPACK on R) while A's R factor is small;
+    past that, the randomized range finder (approximate where the spectrum is flat)."""
+    return k is not None and k < min(shape) and (shape[1] > EXACT_SVD_MAX_COLUMNS or shape[0] < shape[1])
+
+
 def compute(name: str, arrays: list[np.ndarray], k: int | None) -> tuple[np.ndarray, ...]:
     """Every result of ``name`` over driver-side arrays (LAPACK errors propagate: singular,
     not positive definite)."""

@@ -18,6 +18,7 @@ from . import ir
 from .cost import CALIBRATION as K
 from .cost import Estimate, Resources, io_bytes, node_flops
 from .grid import choose_grid, default_q
+from .linalg import distributed_svd_is_randomized
 
 
 @dataclass(frozen=True)
@@ -231,8 +232,27 @@ def _spark_rejects(node: ir.Node, resources: Resources) -> str | None:
         return "a scalar lives on the driver"
     if isinstance(node, ir.Solve):
         return _distributed_solve_rejects(node, resources)
+    if isinstance(node, ir.Factor) and node.operator in ("qr", "svd"):
+        return _distributed_factor_rejects(node, resources)
     if isinstance(node, ir.LINALG_NODES):
         return f"{node.operator}() runs with LAPACK on the driver (no distributed kernel yet)"
+    return None
+
+
+def _distributed_factor_rejects(node: ir.Factor, resources: Resources) -> str | None:
+    """qr and the thin svd by TSQR gather every row panel's n x n R on the driver; svd(A, k=)
+    (randomized) only n x (k + 10) sketches."""
+    m, n = node.x.type.shape
+    if node.operator == "svd" and distributed_svd_is_randomized((m, n), node.k):
+        width = min(m, n, node.k + 10)
+        if 8 * n * width * 4 > resources.broadcast_max:
+            return f"randomized svd ships {_gib(8 * n * width)} sketches, over the broadcast limit"
+        return None
+    if m < n:
+        return f"{node.operator}() on Spark needs a tall matrix (TSQR), got {m}x{n}; use svd(A.T) or k="
+    gathered = 8 * n * n * max(1, resources.slots) * 4
+    if gathered > resources.broadcast_max:
+        return f"TSQR gathers {_gib(gathered)} of R factors on the driver (A has {n} columns)"
     return None
 
 

@@ -20,6 +20,7 @@ from .cost import Estimate, Resources
 from .graph import Program
 from .grid import cdiv
 from .lifetimes import Lifetime, lifetimes
+from .linalg import distributed_svd_is_randomized
 from .methods import ALL as ALL_METHODS
 from .methods import DISTRIBUTED, LOCAL, PRODUCT_METHODS, SPARK, Method, cannon_grid
 
@@ -176,7 +177,7 @@ def _placements(nodes: list[ir.Node], products: dict[int, Step], resources: Reso
 
 def _non_product_step(node: ir.Node, resources: Resources, placed: dict[int, str]) -> Step:
     if node.uid in placed:
-        reason = placed[node.uid] + _ALGORITHMS.get(getattr(node, "operator", None) if isinstance(node, ir.Solve) else None, "")
+        reason = placed[node.uid] + _algorithm(node)
         return Step(node, "spark", reason, SPARK.estimate(node, resources))
     why_not = LOCAL.rejects(node, resources)
     if why_not is not None:
@@ -189,7 +190,18 @@ def _non_product_step(node: ir.Node, resources: Resources, placed: dict[int, str
 _ALGORITHMS = {  # what a distributed linear-algebra step does, for explain
     "solve": "; A's LU factors broadcast, B's columns solved blockwise",
     "lstsq": "; TSQR: each row block's R and Q.T @ B, the small problem solved on the driver",
+    "qr": "; TSQR: each row panel factored by its task, the stacked R factors on the driver",
+    "svd": "; TSQR, then the SVD of R on the driver and U = Q @ U_R by the tasks",
 }
+
+
+def _algorithm(node: ir.Node) -> str:
+    if isinstance(node, ir.Factor) and node.operator == "svd" and \
+            distributed_svd_is_randomized(node.x.type.shape, node.k):
+        return "; randomized SVD: an n x (k+10) sketch, 4 power iterations re-orthonormalised by TSQR"
+    if isinstance(node, ir.LINALG_NODES):
+        return _ALGORITHMS.get(node.operator, "")
+    return ""
 
 
 def executors_share_files(master: str) -> bool:
@@ -303,7 +315,8 @@ def _cost_key(node: ir.Node) -> tuple:
     children's types and its transpose flags. Nodes alike in these get the same choice,
     so a program that repeats one product ten thousand times is costed once."""
     return (type(node), node.type, tuple(c.type for c in node.children),
-            getattr(node, "trans_a", None), getattr(node, "trans_b", None))
+            getattr(node, "trans_a", None), getattr(node, "trans_b", None),
+            getattr(node, "operator", None), getattr(node, "k", None))
 
 
 # The planner owns every method's cost model; whether one applies depends on the Resources.

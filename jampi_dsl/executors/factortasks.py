@@ -1,0 +1,39 @@
+"""Task-side kernels of :mod:`.factorize`: each runs over the row panels of one
+partition, ``(key, block)`` pairs with every column in the block."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def panel_r(dtype, blocks):
+    """TSQR's first pass: this panel's R factor, by row-panel index."""
+    for key, block in blocks:
+        yield key[0], np.linalg.qr(np.asarray(block, dtype=dtype), mode="r")
+
+
+def panel_q(dtype, pieces, blocks):
+    """TSQR's second pass: this panel's rows of Q (times what the driver shipped per panel).
+    The panel is factored again (the same Householder steps as the first pass)."""
+    shipped = pieces.value
+    for key, block in blocks:
+        q = np.linalg.qr(np.asarray(block, dtype=dtype), mode="reduced")[0]
+        yield key, np.ascontiguousarray(q @ shipped[key[0]], dtype=dtype)
+
+
+def panel_times(dtype, matrix, blocks):
+    right = matrix.value
+    for key, block in blocks:
+        yield key, np.ascontiguousarray(np.asarray(block, dtype=dtype) @ right, dtype=dtype)
+
+
+def panel_gram(dtype, pairs):
+    """a_i.T @ q_i of zipped panels, summed within the partition."""
+    total = None
+    for (ka, a), (kq, q) in pairs:
+        if ka[0] != kq[0]:
+            raise RuntimeError(f"panels {ka} and {kq} are not on the same row grid")
+        part = np.asarray(a, dtype=dtype).T @ np.asarray(q, dtype=dtype)
+        total = part if total is None else total + part
+    if total is not None:
+        yield total
