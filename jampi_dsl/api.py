@@ -45,10 +45,11 @@ def spark_is_active() -> bool:
 
     if "pyspark" not in sys.modules:  # nothing can be running: don't pay for importing pyspark
         return False
-    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    return SparkSession.getActiveSession() is not None or SparkContext._active_spark_context is not None
+    from .spark_internals import active_context
+
+    return SparkSession.getActiveSession() is not None or active_context() is not None
 
 
 def resources_for(master: str | None, conf: dict[str, str] | None, *, start: bool = False) -> Resources:

@@ -340,9 +340,9 @@ def _stop_spark_quietly() -> None:
     do not print a stack trace per killed task after the command has said it stopped."""
     if "pyspark" not in sys.modules:
         return
-    from pyspark import SparkContext
+    from .spark_internals import active_context
 
-    sc = SparkContext._active_spark_context
+    sc = active_context()
     if sc is None:
         return
     try:

@@ -9,6 +9,7 @@ import re
 import time
 
 from .planner.grid import default_q
+from .spark_internals import max_concurrent_tasks
 
 # applicationId -> slots once they stopped changing (executors register asynchronously).
 _settled_slots: dict[str, int] = {}
@@ -41,8 +42,7 @@ def _local_slots(master: str) -> int | None:
 def _current_slots(sc) -> int:
     """Concurrent task slots of the registered executors, as the barrier scheduler counts them."""
     try:
-        jsc = sc._jsc.sc()
-        return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
+        return max_concurrent_tasks(sc)
     except Exception:  # internal API moved: defaultParallelism is total cores on most backends
         return sc.defaultParallelism // max(1, int(sc.getConf().get("spark.task.cpus", "1")))
 

@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 
+from .spark_internals import accumulator_server, active_context, gateway_process, launch_gateway
+
 log = logging.getLogger(__name__)
 
 # The driver JVM this process launched (a _Jvm), ended at exit; None when Spark's JVM is another's.
@@ -140,19 +142,17 @@ _launching_archive = None  # the Archive whose options the next launch carries (
 def launch(conf):
     """Launch the gateway JVM as PySpark does, with its stderr through a :class:`_JvmOutput`,
     and see to it that it ends when this process does."""
-    from pyspark.java_gateway import launch_gateway
-
     global _jvm, _launching_archive
     output = _JvmOutput()
     try:
-        gateway = launch_gateway(conf, popen_kwargs={"stderr": output.write_fd})
+        gateway = launch_gateway(conf, output.write_fd)
     except Exception as exc:
         exc.jvm_said = output.failure()
         raise
     finally:
         output.close_writer()
     output.release()
-    _jvm = _Jvm(gateway.proc, output)
+    _jvm = _Jvm(gateway_process(gateway), output)
     archive, _launching_archive = _launching_archive, None
     options = conf.get("spark.driver.extraJavaOptions", "") or ""
     if archive is not None and archive.recording is not None and archive.recording in options:
@@ -190,14 +190,13 @@ def _end_jvm(timeout: float = 30.0, recording_timeout: float = 600.0) -> None:
     try:
         if proc.poll() is None:
             import psutil
-            from pyspark import SparkContext
 
             if archive is not None:
                 _write_stderr(b"jampi: saving the JVM's class archive for faster Spark starts (once)...\n")
             # The JVM stops its SparkContext as it exits (Spark's shutdown hook). A stop() from
             # here would take a second more, waiting on this side's accumulator server; that
             # server only needs to take the JVM's hanging up as the end, not print a trace.
-            server = getattr(SparkContext._active_spark_context, "_accumulatorServer", None)
+            server = accumulator_server(active_context())
             if server is not None:
                 server.handle_error = lambda request, address: None
             try:

@@ -35,6 +35,7 @@ from .cluster import (  # noqa: F401
 )
 from .driver_jvm import _NOISE, show_spark_output  # noqa: F401 - re-exported for the CLI and tests
 from .errors import ExecutionError
+from .spark_internals import active_context, gateway, jvm
 
 log = logging.getLogger(__name__)
 
@@ -169,13 +170,12 @@ class OwnSession:
 
 
 def _existing_session():
-    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    if _owned is not None and SparkContext._active_spark_context is _owned.sparkContext:
+    if _owned is not None and active_context() is _owned.sparkContext:
         return _owned
     active = SparkSession.getActiveSession()
-    if active is None and SparkContext._active_spark_context is not None:
+    if active is None and active_context() is not None:
         # A context without a session on this thread (made by other code): wrap, don't restart.
         active = SparkSession.builder.getOrCreate()
     return active
@@ -311,12 +311,10 @@ def _start(settings: dict[str, str], archive):
 
 def _archive_is_damaged(archive) -> bool:
     """Whether a JVM like the running one (its java, its class path) fails to map ``archive``."""
-    from pyspark import SparkContext
-
     from . import jvm_archive
 
     try:
-        system = SparkContext._jvm.System
+        system = jvm().System
         java = os.path.join(system.getProperty("java.home"), "bin", "java")
         classpath = system.getProperty("java.class.path")
         return not jvm_archive.valid(java, classpath, archive.path)
@@ -342,7 +340,7 @@ def _build(settings: dict[str, str]) -> OwnSession:
 
     conf = SparkConf().setAll(list(settings.items()))
     with _without_pandas_warning():
-        if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
+        if gateway() is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
             return OwnSession(SparkContext.getOrCreate(conf))
         return OwnSession(SparkContext(conf=conf, gateway=driver_jvm.launch(conf)))
 
@@ -364,12 +362,10 @@ def _with_jvm_archive(settings: dict[str, str], java: str | None = None):
     """Add the class-data-sharing archive to the driver JVM's options (see jvm_archive.py).
 
     Only when this process launches the JVM now, and the user has not set CDS options."""
-    from pyspark import SparkContext
-
     from . import jvm_archive
 
     options = settings.get("spark.driver.extraJavaOptions", "")
-    if (not jvm_archive.enabled() or SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT")
+    if (not jvm_archive.enabled() or gateway() is not None or os.environ.get("PYSPARK_GATEWAY_PORT")
             or jvm_archive.user_has_cds(options)):
         return None
     archive = jvm_archive.Archive(java or _check_java())
@@ -399,12 +395,15 @@ def stop_spark() -> None:
 
 class _CallableModule(types.ModuleType):
     """``jampi_dsl.session(...)`` is the API's entry point, but once this module is imported
-    Python binds ``jampi_dsl.session`` to the module itself; so the module is callable too."""
+    Python binds ``jampi_dsl.session`` to the module itself; so the module is callable too.
+
+    It makes the package's (lazily exported) ``Session``: the API uses this module, and this
+    module does not import the API back."""
 
     def __call__(self, *args, **kwargs):
-        from .api import session
+        from . import Session
 
-        return session(*args, **kwargs)
+        return Session(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

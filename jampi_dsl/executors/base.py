@@ -76,6 +76,8 @@ class RunContext:
     def get_spark(self) -> Any:
         if self.spark is None:
             if self.spark_factory is None:
+                # For callers that pass no factory (``execute(plan)`` alone); the API and the CLI
+                # pass theirs. No cycle: session imports neither the executors nor the API.
                 from ..session import spark_for_plans
 
                 self.spark_factory = spark_for_plans

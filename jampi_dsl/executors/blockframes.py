@@ -5,8 +5,9 @@ both ends of every JVM↔Python hop. :class:`RawBlockSerializer` writes a small
 fixed header and then the array's own memory (``write(memoryview)``, no copy),
 and reads the payload with ``readinto`` into a fresh, writable, C-contiguous
 array, which a Cannon task can use directly as a receive buffer later. Set it
-as an RDD's ``_jrdd_deserializer`` before its JVM RDD is built and every
-PySpark operation on the RDD (map, collect, toLocalIterator, ...) decodes it.
+as an RDD's deserializer (:func:`jampi_dsl.spark_internals.set_deserializer`)
+before its JVM RDD is built and every PySpark operation on the RDD (map,
+collect, toLocalIterator, ...) decodes it.
 
 A block is one header frame followed by ``FRAMES`` payload frames, each one JVM
 element. Why not one frame per block: Spark 4 feeds a Python worker from the

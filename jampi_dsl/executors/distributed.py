@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.rdd import RDD, Partitioner, PipelinedRDD
+from pyspark.rdd import RDD, Partitioner
 
-from .. import ops
+from .. import ops, spark_internals
 from ..cluster import grid_side
 from ..tempfiles import temp_name
 from . import blocktasks as bt
@@ -106,10 +106,10 @@ def _create_npy(path: str, shape, dtype) -> int:
 
 def _jvm_classes(sc):
     """The JVM classes a BlockRDD needs, looked up once per gateway (each dotted lookup is a py4j call)."""
-    cache = vars(sc._gateway).get("_jampi_classes")  # not getattr: a gateway answers any name
-    if cache is None:
-        jvm = sc._jvm
-        cache = {
+    cache = spark_internals.gateway_cache(sc)
+    if "BlockRDD" not in cache:
+        jvm = spark_internals.jvm(sc)
+        cache.update({
             "BlockId": jvm.org.apache.spark.storage.BlockId,
             "RDDBlockId": jvm.org.apache.spark.storage.RDDBlockId,
             "BlockRDD": jvm.org.apache.spark.rdd.BlockRDD,
@@ -117,8 +117,7 @@ def _jvm_classes(sc):
             # Blocks of a PythonRDD hold byte arrays; with this class tag a remote fetch decodes
             # them with the serializer Spark stored them with (Kryo for Array[Byte]).
             "bytes": jvm.scala.reflect.ClassTag.apply(jvm.java.lang.Class.forName("[B")),
-        }
-        sc._gateway._jampi_classes = cache
+        })
     return cache
 
 
@@ -130,19 +129,19 @@ def block_rdd(sc, rdd_id: int, partitions, deserializer) -> RDD:
     """
     jvm = _jvm_classes(sc)
     partitions = list(partitions)
-    ids = sc._gateway.new_array(jvm["BlockId"], len(partitions))
+    ids = spark_internals.java_array(sc, jvm["BlockId"], len(partitions))
     for p, src in enumerate(partitions):
         ids[p] = jvm["RDDBlockId"](rdd_id, src)
-    blocks = jvm["BlockRDD"](sc._jsc.sc(), ids, jvm["bytes"])
+    blocks = jvm["BlockRDD"](spark_internals.scala_context(sc), ids, jvm["bytes"])
     return RDD(jvm["JavaRDD"](blocks, jvm["bytes"]), sc, deserializer)
 
 
 def _writes_raw(rdd) -> bool:
     """Whether ``rdd`` writes raw frames, after switching a pipelined RDD not yet built to them."""
-    if isinstance(rdd._jrdd_deserializer, RawBlockSerializer):
+    if isinstance(spark_internals.deserializer(rdd), RawBlockSerializer):
         return True
-    if isinstance(rdd, PipelinedRDD) and rdd._jrdd_val is None:
-        rdd._jrdd_deserializer = RawBlockSerializer()
+    if spark_internals.is_unbuilt_pipeline(rdd):
+        spark_internals.set_deserializer(rdd, RawBlockSerializer())
         return True
     return False
 
@@ -156,7 +155,7 @@ def raw_blocks(rdd):
     if _writes_raw(rdd):
         return rdd
     out = rdd.mapPartitions(bt.same_blocks, preservesPartitioning=True)
-    out._jrdd_deserializer = RawBlockSerializer()
+    spark_internals.set_deserializer(out, RawBlockSerializer())
     return out
 
 
@@ -169,9 +168,10 @@ def zip_block_rdds(a, b, panels: tuple = (None, None)) -> RDD:
     :class:`RawPairDeserializer`.
     """
     for rdd in (a, b):
-        if not isinstance(rdd._jrdd_deserializer, RawBlockSerializer):
-            raise ValueError(f"zip_block_rdds needs raw-frame block RDDs, got {rdd._jrdd_deserializer!r}")
-    out = RDD(a._jrdd.zip(b._jrdd), a.ctx, RawPairDeserializer(panels))
+        reader = spark_internals.deserializer(rdd)
+        if not isinstance(reader, RawBlockSerializer):
+            raise ValueError(f"zip_block_rdds needs raw-frame block RDDs, got {reader!r}")
+    out = RDD(spark_internals.java_rdd(a).zip(spark_internals.java_rdd(b)), a.ctx, RawPairDeserializer(panels))
     out._jampi_keepalive = (a, b)  # keeps cached parents (and their blocks) alive
     return out
 
@@ -187,7 +187,7 @@ def _detach(rdd):
     Returns ``rdd`` itself if Spark's internals do not allow this.
     """
     try:
-        return block_rdd(rdd.ctx, rdd.id(), range(rdd.getNumPartitions()), rdd._jrdd_deserializer)
+        return block_rdd(rdd.ctx, rdd.id(), range(rdd.getNumPartitions()), spark_internals.deserializer(rdd))
     except Exception:  # py4j or a Spark version without these internals: stay a barrier RDD
         return rdd
 
@@ -298,7 +298,7 @@ class DistMatrix:
         if not rdd.is_cached:
             rdd.persist(_STORAGE)
         hold(rdd)
-        count = rdd._jrdd.count() / ELEMENTS_PER_BLOCK  # the JVM counts frames
+        count = spark_internals.jvm_count(rdd) / ELEMENTS_PER_BLOCK  # the JVM counts frames
         expected = math.prod(bt.grid_of(shape, block))
         if count != expected:
             raise ValueError(f"barrier RDD yielded {count:g} blocks, the grid has {expected}")
@@ -316,7 +316,7 @@ class DistMatrix:
         out = np.empty(self.shape, dtype=self.dtype)
         seen = 0
         # A barrier RDD allows no job over part of its partitions, which streaming needs.
-        stream = self.nbytes > COLLECT_MAX_BYTES and not self.rdd._jrdd.rdd().isBarrier()
+        stream = self.nbytes > COLLECT_MAX_BYTES and not spark_internals.is_barrier(self.rdd)
         for key, b in self.rdd.toLocalIterator() if stream else self.rdd.collect():
             (r0, r1), (c0, c1) = bt.bounds(key, self.shape, self.block)
             out[r0:r1, c0:c1] = b
@@ -518,7 +518,7 @@ class DistMatrix:
     def materialize(self) -> DistMatrix:
         """Cache the blocks and compute them now (a JVM-side count: no block travels to Python)."""
         self.persist()
-        self.rdd._jrdd.count()
+        spark_internals.jvm_count(self.rdd)
         return self
 
     def keep_in_file(self, folder: str) -> DistMatrix:

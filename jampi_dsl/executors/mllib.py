@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import spark_internals
 from ..planner import ir
 from .base import Executor, RunContext, handles
 from .spark import to_local
@@ -31,12 +32,12 @@ def _scratch() -> str:
 
 def _channel(sc, path: str, *options: str):
     """A JVM ``FileChannel`` on ``path`` (options: StandardOpenOption names)."""
-    jvm, gateway = sc._jvm, sc._gateway
-    opened = gateway.new_array(jvm.java.nio.file.OpenOption, len(options))
+    jvm = spark_internals.jvm(sc)
+    opened = spark_internals.java_array(sc, jvm.java.nio.file.OpenOption, len(options))
     for i, name in enumerate(options):
         opened[i] = getattr(jvm.java.nio.file.StandardOpenOption, name)
-    return jvm.java.nio.channels.FileChannel.open(jvm.java.nio.file.Paths.get(path, gateway.new_array(jvm.String, 0)),
-                                                  opened)
+    nio_path = jvm.java.nio.file.Paths.get(path, spark_internals.java_array(sc, jvm.String, 0))
+    return jvm.java.nio.channels.FileChannel.open(nio_path, opened)
 
 
 def _jvm_doubles(sc, block: np.ndarray):
@@ -45,7 +46,7 @@ def _jvm_doubles(sc, block: np.ndarray):
     The bytes go file → JVM buffer through a ``FileChannel``: never as a py4j return value
     (py4j turns a ``byte[]`` into Python bytes, Base64 both ways, and at n=8192 that
     copy exhausted the driver's heap)."""
-    jvm, gateway = sc._jvm, sc._gateway
+    jvm = spark_internals.jvm(sc)
     path = os.path.join(_scratch(), f"jampi-mllib-{uuid.uuid4().hex}.bin")
     size = block.size * 8
     buffer = jvm.java.nio.ByteBuffer.allocate(size)
@@ -62,7 +63,7 @@ def _jvm_doubles(sc, block: np.ndarray):
     if buffer.position() != size:
         raise OSError(f"{path}: read {buffer.position()} of {size} bytes")
     buffer.flip()
-    values = gateway.new_array(jvm.double, block.size)
+    values = spark_internals.java_array(sc, jvm.double, block.size)
     buffer.order(jvm.java.nio.ByteOrder.LITTLE_ENDIAN).asDoubleBuffer().get(values)
     return values
 
@@ -70,7 +71,7 @@ def _jvm_doubles(sc, block: np.ndarray):
 def to_block_matrix(spark, array: np.ndarray, block: int):
     """A cached JVM ``BlockMatrix`` of ``array`` with square ``block``-sized blocks (MLlib is float64 only)."""
     sc = spark.sparkContext
-    jvm = sc._jvm
+    jvm = spark_internals.jvm(sc)
     rows, cols = array.shape
     grid_r, grid_c = -(-rows // block), -(-cols // block)
     items = jvm.java.util.ArrayList()
@@ -82,7 +83,7 @@ def to_block_matrix(spark, array: np.ndarray, block: int):
                 part.shape[0], part.shape[1], _jvm_doubles(sc, part), True
             )
             items.add(jvm.scala.Tuple2(jvm.scala.Tuple2(i, j), matrix))
-    rdd = sc._jsc.parallelize(items, grid_r * grid_c).rdd()
+    rdd = spark_internals.java_context(sc).parallelize(items, grid_r * grid_c).rdd()
     matrix = jvm.org.apache.spark.mllib.linalg.distributed.BlockMatrix(rdd, block, block, rows, cols)
     matrix.blocks().persist(jvm.org.apache.spark.storage.StorageLevel.MEMORY_AND_DISK())
     matrix.blocks().count()
@@ -92,7 +93,7 @@ def to_block_matrix(spark, array: np.ndarray, block: int):
 def from_block_matrix(spark, matrix) -> np.ndarray:
     """Collect a JVM ``BlockMatrix`` into a NumPy array, each block as raw bytes."""
     sc = spark.sparkContext
-    jvm = sc._jvm
+    jvm = spark_internals.jvm(sc)
     rows, cols = int(matrix.numRows()), int(matrix.numCols())
     rpb, cpb = int(matrix.rowsPerBlock()), int(matrix.colsPerBlock())
     out = np.zeros((rows, cols))
@@ -135,17 +136,14 @@ class MllibExecutor(Executor):
         left = left.T if node.trans_a else left
         right = right.T if node.trans_b else right
         block = choose_mllib_block(left.shape[0], left.shape[1], right.shape[1])
-        jsc = spark.sparkContext._jsc
-        before = set(jsc.getPersistentRDDs().keySet())
+        before = spark_internals.persistent_rdd_ids(spark.sparkContext)
         try:
             ja, jb = to_block_matrix(spark, left, block), to_block_matrix(spark, right, block)
             result = from_block_matrix(spark, ja.multiply(jb))
         finally:
             # Our operands' blocks, and what BlockMatrix caches for itself (its blockInfo) and
             # never releases: everything this product persisted.
-            cached = jsc.getPersistentRDDs()
-            for rdd_id in set(cached.keySet()) - before:
-                cached.get(rdd_id).unpersist(False)
+            spark_internals.unpersist_rdds_since(spark.sparkContext, before)
         return result.astype(node.type.dtype, copy=False)
 
     @handles(ir.MatMul)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ... import spark_internals
 from ..blockframes import RawBlockSerializer
 from ..distributed import block_rdd as distributed_block_rdd
 from ..distributed import zip_block_rdds
@@ -37,15 +38,11 @@ def is_source(x: Any) -> bool:
     return hasattr(x, "region") and hasattr(x, "shape") and not is_distributed(x)
 
 
-def _jvm_rdd_id(rdd) -> int:
-    return rdd._jrdd.rdd().id()
-
-
 def _all_cached(sc, rdd) -> int | None:
     if rdd is None or not getattr(rdd, "is_cached", False):
         return None
-    rid = _jvm_rdd_id(rdd)
-    for info in sc._jsc.sc().getRDDStorageInfo():
+    rid = spark_internals.jvm_rdd_id(rdd)
+    for info in spark_internals.rdd_storage_info(sc):
         if info.id() == rid:
             return rid if info.numCachedPartitions() == info.numPartitions() else None
     return None
@@ -159,7 +156,7 @@ def plan_feed(sc, geo: Geometry, a: Any, b: Any, skew: str = "auto", panels: dic
             home = geo.a_home if name == "A" else geo.b_home
             order = [r * q + c for r, c in (home(t) for t in range(q * q))]
             keep = (x.rdd, getattr(x, "base_rdd", None))
-            reader = x.rdd._jrdd_deserializer
+            reader = spark_internals.deserializer(x.rdd)
             if isinstance(reader, RawBlockSerializer) and name in panels:
                 reader = RawBlockSerializer(panels=panels[name])
             rdds[name] = block_rdd(sc, cached_blocks(sc, x), order, reader, keepalive=keep)

@@ -31,6 +31,7 @@ import numpy as np
 from py4j.protocol import Py4JError
 from pyspark import StorageLevel
 
+from ... import spark_internals
 from ...errors import ExecutionError, ShapeError
 from ...tempfiles import temp_name
 from ..blockframes import RawBlockSerializer
@@ -56,11 +57,6 @@ class _ListParam:
         return a
 
 
-def _conf(sc, key: str, default: str) -> str:
-    """One setting; ``sc.getConf()`` copies every entry over py4j (~40 ms, several calls a stage)."""
-    return sc._conf.get(key, default)
-
-
 _LOCAL_SLOTS: dict[str, int] = {}  # applicationId -> slots of a local master (fixed for its life)
 
 
@@ -77,7 +73,7 @@ def _slots(spark) -> int:
 
 
 def _task_cpus(spark) -> int:
-    return int(_conf(spark.sparkContext, "spark.task.cpus", "1"))
+    return int(spark_internals.conf_get(spark.sparkContext, "spark.task.cpus", "1"))
 
 
 def _free_slots_wait(sc, need: int, timeout: float) -> None:
@@ -96,10 +92,7 @@ def _free_slots_wait(sc, need: int, timeout: float) -> None:
     have = None
     while time.monotonic() < deadline:
         try:
-            jsc = sc._jsc.sc()
-            have = int(
-                jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile())
-            )
+            have = spark_internals.max_concurrent_tasks(sc)
         except Exception:  # noqa: BLE001 - internal API unavailable: just try the stage
             return
         if have >= need:
@@ -150,9 +143,9 @@ def _notice(config: CannonConfig, text: str) -> None:
 
 def _start_rendezvous(sc, creds: Credentials, tasks: int, config: CannonConfig) -> Rendezvous | None:
     """The driver's peer-discovery service for one attempt, on the address executors reach the driver at."""
-    host = _conf(sc, "spark.driver.host", "127.0.0.1")
+    host = spark_internals.conf_get(sc, "spark.driver.host", "127.0.0.1")
     try:
-        return Rendezvous(_conf(sc, "spark.driver.bindAddress", host), host, creds, tasks,
+        return Rendezvous(spark_internals.conf_get(sc, "spark.driver.bindAddress", host), host, creds, tasks,
                           config.handshake_timeout).start()
     except OSError:
         return None  # cannot listen here: the tasks use Spark's allGather
@@ -210,7 +203,7 @@ def cannon_matmul(
             raise ShapeError(f"the addend of a Cannon GEMM must be a {m}x{n} {dtype} BlockSource")
     else:
         addend = None
-    if _conf(sc, "spark.dynamicAllocation.enabled", "false").lower() == "true":
+    if spark_internals.conf_get(sc, "spark.dynamicAllocation.enabled", "false").lower() == "true":
         raise ExecutionError(
             "Cannon runs as a barrier stage, which Spark refuses under dynamic allocation"
         )
@@ -262,7 +255,7 @@ def cannon_matmul(
             base = feed.rdd if feed.rdd is not None else sc.parallelize(range(q * q), q * q)
             stage = base.barrier().mapPartitions(partial(run_task, spec))
             if npy_tmp is None:
-                stage._jrdd_deserializer = RawBlockSerializer()
+                spark_internals.set_deserializer(stage, RawBlockSerializer())
                 # Deserialized: the JVM keeps the blocks as written, no copy when read.
                 stage.persist(StorageLevel.MEMORY_AND_DISK_DESER)
             group = f"jampi-cannon-{stage_id}-{attempt}"
@@ -277,7 +270,7 @@ def cannon_matmul(
                         # then wraps the cached blocks in an ordinary (non-barrier) RDD.
                         result = DistMatrix.from_barrier_rdd(stage, (m, n), (geo.bm, geo.bn), dtype)
                     else:
-                        stage._jrdd.count()
+                        spark_internals.jvm_count(stage)
             except Py4JError as exc:
                 if npy_tmp is None:
                     stage.unpersist(blocking=False)
