@@ -271,7 +271,7 @@ def test_cg_loop_on_spark_keeps_values_distributed_and_frees_them(spark, executo
     plan = plan_source(CG, "<cg>", resources=js.resources, executor=executor)
     (loop,) = [item for item in plan.flow.body if isinstance(item, Loop)]
     body_methods = {s.method for seg in loop.body for s in seg.plan.steps}
-    assert executor in body_methods and "spark" in body_methods  # products and vectors on the executors
+    assert executor in body_methods  # the products on the executors, their small vectors on the driver
     before = _persistent_rdds(spark)
     values = js.run_plan(plan).values
     np.testing.assert_allclose(values["w"], expected, rtol=1e-8, atol=1e-10)

@@ -31,7 +31,10 @@ def _big_operand(value: Any, transposed: bool, ctx: RunContext) -> DistMatrix:
     return matrix.transpose() if transposed else matrix
 
 
-def broadcast_product(ctx: RunContext, big: DistMatrix, small: np.ndarray, big_on_left: bool) -> DistMatrix:
+def broadcast_product(ctx: RunContext, big: DistMatrix, small: np.ndarray, big_on_left: bool,
+                      keep: bool = True) -> DistMatrix:
+    """``keep``: computed now and kept; else a recipe its reader runs (a result the plan collects
+    comes to the driver in this one job)."""
     sc = ctx.get_spark().sparkContext
     dtype = np.result_type(big.dtype, small.dtype)
     small = np.ascontiguousarray(small, dtype=dtype)
@@ -50,7 +53,8 @@ def broadcast_product(ctx: RunContext, big: DistMatrix, small: np.ndarray, big_o
         moved = parts.partitionBy(groups, bt.GridPartitioner(cols))
         result = moved.mapPartitions(partial(bt.sum_partials, dtype), preservesPartitioning=True)
     # Lineage cut: a later job must not serialize this stage, whose broadcast is released with the value.
-    return DistMatrix(result, shape, block, dtype).checkpoint()
+    product = DistMatrix(result, shape, block, dtype)
+    return product.checkpoint() if keep else product
 
 
 class BroadcastExecutor(Executor):
@@ -67,10 +71,11 @@ class BroadcastExecutor(Executor):
         # The plan says which side is shipped (the smaller); a product run outside a plan derives it.
         step = ctx.step if ctx.step is not None and ctx.step.node is node else None
         big_on_left = (step.ships == "b") if step is not None and step.ships else node.a.type.nbytes > node.b.type.nbytes
+        keep = not (step is not None and step.collect and type(node) is ir.MatMul)
         if big_on_left:
             small = to_local(b)
             small = small.T if node.trans_b else small
-            return broadcast_product(ctx, _big_operand(a, node.trans_a, ctx), small, True)
+            return broadcast_product(ctx, _big_operand(a, node.trans_a, ctx), small, True, keep)
         small = to_local(a)
         small = small.T if node.trans_a else small
-        return broadcast_product(ctx, _big_operand(b, node.trans_b, ctx), small, False)
+        return broadcast_product(ctx, _big_operand(b, node.trans_b, ctx), small, False, keep)

@@ -164,6 +164,8 @@ class _Run:
                 inputs = [_to_local(v) for v in inputs]
             with _holding(executor) as held:
                 value = executor.run(node, inputs, ctx)
+                if step.collect:  # the plan brings this small result to the driver
+                    value = _to_local(value)
                 if step.lifetime.materialize:
                     value = _materialize(value, ctx)
         except JampiError as err:

@@ -49,6 +49,7 @@ class BlockStatements:
         self.functions: dict[str, ast.Def] = {}
         self.definitions = {s.name: s for s in statements if isinstance(s, ast.Def)}
         self.top_defs = {id(s) for s in statements if isinstance(s, ast.Def)}
+        self.top_params = {id(s) for s in statements if isinstance(s, ast.Param)}
         self.partial: dict[str, int] = {}  # names bound on some paths only -> a line that binds one
         self.assign_lines: dict[str, Any] = {}  # name -> span of its latest assignment
         self.has_flow = False
@@ -223,6 +224,8 @@ class BlockStatements:
 
     def _check_carried(self, carried: set[str], entry: dict[str, Any]) -> None:
         for name in carried:
+            if name not in self.env:  # rebound but never read again: nothing is carried
+                continue
             before, after = entry[name].type, self.env[name].type
             if before != after:
                 raise ShapeError(f"{name!r} is {_kind(before)} before the loop and {_kind(after)} after an "

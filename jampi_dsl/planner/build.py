@@ -166,6 +166,8 @@ class Builder(BlockStatements):
             raise ResolveError(f"{name!r} is reserved (a function name or keyword) and cannot be assigned", span)
 
     def _param(self, stmt: ast.Param) -> None:
+        if id(stmt) not in self.top_params:
+            raise ResolveError("param is declared at the top level of a program, not in a block", stmt.span)
         self._check_bindable(stmt.name, stmt.name_span)
         if stmt.name in self.params:
             raise ResolveError(f"parameter {stmt.name!r} is declared twice", stmt.name_span)

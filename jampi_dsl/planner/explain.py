@@ -234,7 +234,8 @@ def to_dict(plan: PhysicalPlan) -> dict[str, Any]:
                 "lifetime": {"materialize": step.lifetime.materialize,
                              "release_after": step.lifetime.release_after},
                 "physical": {k: v for k, v in (("grid", step.grid), ("block", list(step.block or ()) or None),
-                                               ("ships", step.ships)) if v is not None},
+                                               ("ships", step.ships), ("collect", step.collect or None))
+                             if v is not None},
             }
         )
     res = plan.resources

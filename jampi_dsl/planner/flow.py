@@ -213,7 +213,8 @@ def _lower_all(flow: FlowProgram, optimize, resources, executor, forced_by, expo
 
     def plan_segment(segment: Segment) -> None:
         segment.plan = plan = lower(optimize(segment.program), resources, executor, forced_by,
-                                    distributed_inputs=frozenset(distributed), distributed_exports=exports)
+                                    distributed_inputs=frozenset(distributed), distributed_exports=exports,
+                                    collect_vectors=True)
         for step in plan.steps:
             node = step.node
             if isinstance(node, ir.Export):
@@ -222,7 +223,9 @@ def _lower_all(flow: FlowProgram, optimize, resources, executor, forced_by, expo
                 else:
                     distributed.discard(node.slot)
             elif step.method in DISTRIBUTED:
-                wanted.update(c.slot for c in node.children if isinstance(c, ir.Input) and c.type.is_matrix)
+                shipped = getattr(node, step.ships) if step.ships else None  # a broadcast's small side
+                wanted.update(c.slot for c in node.children
+                              if isinstance(c, ir.Input) and c.type.is_matrix and c is not shipped)
 
     def plan_items(items: list) -> None:
         for item in items:

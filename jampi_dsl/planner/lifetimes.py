@@ -45,7 +45,7 @@ def _lazy(step, materialize: bool) -> bool:
         return False
     if step.method == "spark":
         return not isinstance(node, ir.Solve)
-    return step.method in DISTRIBUTED and isinstance(node, ir.Gemm) and node.beta != 0.0
+    return step.method in DISTRIBUTED and isinstance(node, ir.Gemm) and node.beta != 0.0 and not step.collect
 
 
 def is_lazy(step) -> bool:
@@ -65,7 +65,8 @@ def lifetimes(steps) -> list[Lifetime]:
     # not made again per read), so the previous iteration's blocks can be freed.
     exported = {index[s.node.x.uid] for s in steps if isinstance(s.node, ir.Export)}
     materialize = [
-        step.method in DISTRIBUTED and step.node.type.is_matrix and not isinstance(step.node, ir.Input)
+        step.method in DISTRIBUTED and not step.collect and step.node.type.is_matrix
+        and not isinstance(step.node, ir.Input)
         and ((len(readers[i]) >= 2 and not isinstance(step.node, _SOURCES)) or i in exported)
         for i, step in enumerate(steps)
     ]

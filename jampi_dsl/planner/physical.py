@@ -25,6 +25,7 @@ from .methods import ALL as ALL_METHODS
 from .methods import DISTRIBUTED, LOCAL, PRODUCT_METHODS, SPARK, Method, cannon_grid
 
 PRODUCT_METHOD_NAMES = tuple(m.name for m in PRODUCT_METHODS)
+SMALL_RESULT_BYTES = 2**20  # a distributed product's result this small is collected (Step.collect)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Step:
     lifetime: Lifetime | None = None  # set by lowering for every step of a plan
     grid: int | None = None  # a Cannon step's grid side q: q*q tasks, result blocks ceil(m/q) x ceil(n/q)
     ships: str | None = None  # a broadcast step's operand shipped to every task: "a" or "b"
+    # A distributed product whose result is small: it comes to the driver at the end of its own
+    # job, and what reads it runs there (a loop's vectors do not cost a Spark job per operation).
+    collect: bool = False
 
     @property
     def block(self) -> tuple[int, int] | None:
@@ -132,7 +136,7 @@ def _placements(nodes: list[ir.Node], products: dict[int, Step], resources: Reso
     generator or a file feeding a Spark product is produced by the tasks, never on the driver.
     An input an earlier segment left on the executors (``distributed_inputs``) stays there, and a
     value handed to later segments whose readers run there (``distributed_exports``) is made there."""
-    distributed = {uid for uid, step in products.items() if step.method in DISTRIBUTED}
+    distributed = {uid for uid, step in products.items() if step.method in DISTRIBUTED and not step.collect}
     why: dict[int, str] = {}
     for node in nodes:
         if isinstance(node, ir.Input) and node.slot in distributed_inputs and resources.spark:
@@ -249,11 +253,12 @@ def _addend_made_by_tasks(node: ir.Node) -> bool:
 
 def lower(program: Program, resources: Resources | None = None, executor: str = "auto",
           forced_by: str | None = None, distributed_inputs: frozenset[str] = frozenset(),
-          distributed_exports: frozenset[str] = frozenset()) -> PhysicalPlan:
+          distributed_exports: frozenset[str] = frozenset(), collect_vectors: bool = False) -> PhysicalPlan:
     """Choose a method for every live node (after the rewrite passes). ``forced_by`` names where
     a forced ``executor`` came from, for explain and errors (the CLI flag, or the API's session).
     ``distributed_inputs``: the slots of :class:`~.ir.Input` values held on the executors;
-    ``distributed_exports``: the slots whose later readers run there."""
+    ``distributed_exports``: the slots whose later readers run there. ``collect_vectors``: a
+    distributed product giving a small vector brings it to the driver (a loop body's vectors)."""
     if executor not in FORCEABLE:
         raise PlanError(f"--executor must be one of {', '.join(FORCEABLE)}, got {executor!r}")
     resources = resources or Resources.local_only()
@@ -267,6 +272,10 @@ def lower(program: Program, resources: Resources | None = None, executor: str = 
             if done is None:
                 done = chosen[key] = _choose_product(node, resources, executor, forced_by)
             products[node.uid] = done if done.node is node else _for_node(done, node)
+    for uid, step in products.items():
+        if collect_vectors and step.method in ("broadcast", "cannon") and min(step.node.type.shape) == 1 \
+                and step.node.type.nbytes <= SMALL_RESULT_BYTES:
+            products[uid] = _copy(step, collect=True, reason=f"{step.reason}; its small result comes to the driver")
     placed = _placements(nodes, products, resources, distributed_inputs, distributed_exports)
     local_steps: dict[tuple, Step] = {}
     steps = []
