@@ -142,12 +142,14 @@ class _Run:
         for step in plan.steps:
             self.release_at.setdefault(step.lifetime.release_after, []).append(step.node.uid)
         self.exports: dict[str, tuple[Any, int]] = {}  # slot -> (value, uid of the node that made it)
+        self.exported: set[int] = set()  # the uids in ``exports``
         self.kept: dict[int, list] = {}  # what exported values keep on Spark, handed to the caller
 
     def step(self, index: int, step: Step, on_start, on_done) -> None:
         plan, ctx, node = self.plan, self.ctx, step.node
         if type(node) is ir.Export:  # hands a value on: no work, nothing to time
             self.exports[node.slot] = (self.values[node.x.uid], node.x.uid)
+            self.exported.add(node.x.uid)
             self._release_after(index)
             return
         if step.method not in _EXECUTORS:
@@ -190,17 +192,16 @@ class _Run:
         self._release_after(index)
 
     def _release_after(self, index: int) -> None:
-        exported = {uid for _, uid in self.exports.values()}
         for uid in self.release_at.pop(index, ()):
             self.values.pop(uid, None)
             held = self.held.pop(uid, [])
-            if uid in exported:
+            if uid in self.exported:
                 self.kept[uid] = held
             else:
                 _release(held)
 
     def release_all(self, keep_exports: bool) -> None:
-        exported = {uid for _, uid in self.exports.values()} if keep_exports else set()
+        exported = self.exported if keep_exports else set()
         self.values.clear()
         for uid, held in self.held.items():
             if uid in exported:

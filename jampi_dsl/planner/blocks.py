@@ -23,7 +23,16 @@ from ..grammar.ast import source_text
 from . import ir
 from .flow import Branch, BreakItem, FlowProgram, Loop, Segment, exported_slots, hoist
 from .graph import Program
-from .liveness import Reads, assigned, calls, has_blocks, position, walk
+from .liveness import (
+    Reads,
+    assigned,
+    calls,
+    expression_reads,
+    has_blocks,
+    position,
+    statement_expressions,
+    walk,
+)
 
 
 @dataclass
@@ -166,7 +175,7 @@ class BlockStatements:
             if known is None:
                 loop.cond, loop.cond_slot = self._condition_segment(stmt.cond, "while")
                 loop.always = False
-                loop.watch = tuple(sorted({(v.name, self.env[v.name].slot) for v in _reads_of(stmt.cond)
+                loop.watch = tuple(sorted({(v.name, self.env[v.name].slot) for v in expression_reads(stmt.cond)
                                            if isinstance(self.env.get(v.name), ir.Input)
                                            and self.env[v.name].type.is_scalar}))
             else:
@@ -330,7 +339,7 @@ class BlockStatements:
         for d in defs:
             graph.add_node(d.name)
             for stmt in walk(d.body.statements):
-                for expr in _expressions(stmt):
+                for expr in statement_expressions(stmt):
                     for call in calls(expr):
                         if call.name in self.definitions:
                             graph.add_edge(d.name, call.name, span=call.name_span)
@@ -415,18 +424,6 @@ class BlockStatements:
 
 def _kind(t: ir.Type) -> str:
     return "a scalar" if t.is_scalar else f"{t.shape[0]}x{t.shape[1]} {t.dtype}"
-
-
-def _reads_of(expr):
-    from .liveness import expression_reads
-
-    return list(expression_reads(expr))
-
-
-def _expressions(stmt):
-    from .liveness import statement_expressions
-
-    return statement_expressions(stmt)
 
 
 _STATEMENTS: dict[type, Any] = {}
