@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as scipy_sparse
 
-from . import ops
+from . import ops, sparse
 from .errors import InputError, ResolveError
 from .executors.base import RunContext
 from .executors.runner import RunResult, execute
@@ -116,12 +117,17 @@ def _node_of(value: Any) -> ir.Node:
         return value.node
     if isinstance(value, (Real, np.number)) and not isinstance(value, (bool, np.bool_)):
         return ir.Const(float(value))
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray) or scipy_sparse.issparse(value):
         return _literal(value)
     raise TypeError(f"cannot use a {type(value).__name__} in a jampi expression")
 
 
-def _literal(array: np.ndarray) -> ir.Literal:
+def _literal(array) -> ir.Literal:
+    if scipy_sparse.issparse(array):  # kept sparse, as a CSR array
+        if array.ndim != 2:
+            raise ResolveError(f"jampi matrices are 2-D, got a sparse array with {array.ndim} dimensions")
+        dtype = array.dtype if array.dtype in (np.float32, np.float64) else np.float64
+        return ir.Literal(scipy_sparse.csr_array(array, dtype=dtype))
     if array.ndim != 2:
         raise ResolveError(f"jampi matrices are 2-D, got an array with {array.ndim} dimensions")
     if array.dtype not in (np.float32, np.float64):
@@ -349,8 +355,22 @@ class Matrix(_Lazy):
     def ncol(self) -> int:
         return self.shape[1]
 
+    @property
+    def storage(self) -> str:
+        """"dense" or "sparse": how the plan stores this value (never changes a value)."""
+        return self.node.type.storage
+
+    def nnz(self) -> Scalar:
+        """The number of stored non-zeros (lazy)."""
+        return self._reduce("nnz")
+
     def to_numpy(self) -> np.ndarray:
-        return self.session.compute(self)[0]
+        """The values as a dense NumPy array (a sparse value is densified: see ``to_scipy``)."""
+        return sparse.dense(self.session.compute(self)[0])
+
+    def to_scipy(self):
+        """The values as a SciPy CSR array (a dense value is converted)."""
+        return sparse.conform(self.session.compute(self)[0], "sparse", self.node.type.dtype)
 
     def __array__(self, dtype=None, copy=None):
         array = self.to_numpy()
@@ -365,7 +385,8 @@ class Matrix(_Lazy):
 
         if form not in ("coordinate", "rows"):
             raise ResolveError(f'form must be "coordinate" or "rows", got {form!r}')
-        return self.session.spark().createDataFrame(matrix_to_table(self.to_numpy(), form))
+        value = self.session.compute(self)[0]  # a sparse value stays sparse: its non-zeros only
+        return self.session.spark().createDataFrame(matrix_to_table(value, form))
 
     def __repr__(self) -> str:
         return f"<jampi Matrix {self.shape[0]}x{self.shape[1]} {self.node.type.dtype}: {self.node.op}>"
@@ -459,7 +480,8 @@ def worth_keeping(node: ir.Node, limit: int | None) -> bool:
 
 
 def leaf_for(value: Any) -> ir.Node:
-    return ir.Literal(value) if isinstance(value, np.ndarray) else ir.Const(float(value))
+    is_matrix = isinstance(value, np.ndarray) or scipy_sparse.issparse(value)
+    return ir.Literal(value) if is_matrix else ir.Const(float(value))
 
 
 def kept_reachable(kept: dict[int, ir.Node], roots) -> dict[int, ir.Node]:
@@ -525,23 +547,45 @@ class Session:
         return self._resources
 
     # constructors
-    def matrix(self, array: np.ndarray) -> Matrix:
-        """A lazy matrix of ``array``'s values now (copied: changing the array later changes nothing)."""
+    def matrix(self, array) -> Matrix:
+        """A lazy matrix of ``array``'s values now (copied: changing the array later changes nothing).
+        A SciPy sparse matrix or array stays sparse."""
+        if scipy_sparse.issparse(array):
+            return Matrix(self, _literal(array.copy()))
         return Matrix(self, _literal(np.array(array, copy=True)))
 
-    def _generate(self, kind: str, r: int, c: int, seed: int, dtype: str) -> Matrix:
+    def sparse(self, x) -> Matrix:
+        """``x`` stored sparse (CSR); the values do not change."""
+        return self._store(x, "sparse")
+
+    def dense(self, x) -> Matrix:
+        """``x`` stored dense; the values do not change."""
+        return self._store(x, "dense")
+
+    def _store(self, x, storage: str) -> Matrix:
+        node = _node_of(x)
+        return Matrix(self, node if node.type.is_matrix and node.type.storage == storage else ir.Store(node, storage))
+
+    def nnz(self, x) -> Scalar:
+        return Scalar(self, ir.Reduce("nnz", _node_of(x)))
+
+    def _generate(self, kind: str, r: int, c: int, seed: int, dtype: str, density: float | None = None) -> Matrix:
         if dtype not in ir.FLOAT_DTYPES:
             raise ResolveError(f'dtype must be "float64" or "float32", got {dtype!r}')
         for what, value in (("rows", r), ("cols", c), ("seed", seed)):
             if int(value) != value:
                 raise ResolveError(f"{what} must be a whole number, got {value}")
-        return Matrix(self, ir.Generate(kind, (int(r), int(c)), dtype, int(seed)))
+        if density is not None and not 0 < density <= 1:
+            raise ResolveError(f"density must be above 0 and at most 1, got {density}")
+        return Matrix(self, ir.Generate(kind, (int(r), int(c)), dtype, int(seed),
+                                        None if density is None else float(density)))
 
-    def random(self, r: int, c: int, seed: int = 0, dtype: str = "float64") -> Matrix:
-        return self._generate("uniform", r, c, seed, dtype)
+    def random(self, r: int, c: int, seed: int = 0, dtype: str = "float64", density: float | None = None) -> Matrix:
+        """Uniform in [0, 1); with ``density`` a sparse matrix with that share of non-zeros."""
+        return self._generate("uniform", r, c, seed, dtype, density)
 
-    def randn(self, r: int, c: int, seed: int = 0, dtype: str = "float64") -> Matrix:
-        return self._generate("normal", r, c, seed, dtype)
+    def randn(self, r: int, c: int, seed: int = 0, dtype: str = "float64", density: float | None = None) -> Matrix:
+        return self._generate("normal", r, c, seed, dtype, density)
 
     def zeros(self, r: int, c: int, dtype: str = "float64") -> Matrix:
         return self._generate("zeros", r, c, 0, dtype)
@@ -552,15 +596,23 @@ class Session:
     def eye(self, n: int, dtype: str = "float64") -> Matrix:
         return self._generate("eye", n, n, 0, dtype)
 
-    def load(self, path: str | os.PathLike, format: str | None = None, dtype: str | None = None) -> Matrix:
+    def load(self, path: str | os.PathLike, format: str | None = None, dtype: str | None = None,
+             sparse: bool | None = None) -> Matrix:
+        """A matrix file; coordinate Parquet, ``.mtx`` and ``.npz`` are sparse unless ``sparse=False``."""
         full = str(Path(path).expanduser().resolve())
         info = inspect_input(full, format)
-        return Matrix(self, ir.Load(full, info.format, info.shape, dtype or info.dtype, (("finite", False),)))
+        stored = info.sparse if sparse is None else bool(sparse)
+        entries = info.entries if info.entries is not None else info.shape[0] * info.shape[1]
+        return Matrix(self, ir.Load(full, info.format, info.shape, dtype or info.dtype,
+                                    (("finite", False), *sorted(info.options.items())),
+                                    "sparse" if stored else "dense", entries if stored else None))
 
-    def from_spark(self, df, form: str = "coordinate", shape: tuple[int, int] | None = None) -> Matrix:
+    def from_spark(self, df, form: str = "coordinate", shape: tuple[int, int] | None = None,
+                   sparse: bool | None = None) -> Matrix:
         """A matrix from a DataFrame in coordinate form (i, j, v) or row form (i, row).
 
-        Without ``shape`` it is the largest index + 1 (one small Spark job)."""
+        Coordinate form is sparse unless ``sparse=False``. Without ``shape`` it is the largest
+        index + 1; that and the entry count cost one small Spark job."""
         import pyspark.sql.functions as F
         from pyspark.sql import types as T
 
@@ -575,16 +627,22 @@ class Session:
         if not isinstance(element, T.NumericType):
             raise InputError(f"the DataFrame's {columns[-1]!r} column must be numeric, got {values.simpleString()}")
         dtype = "float32" if isinstance(element, T.FloatType) else "float64"
-        if shape is None:
-            if form == "coordinate":
-                row = df.agg(F.max("i"), F.max("j")).first()
-                shape = (int(row[0]) + 1, int(row[1]) + 1) if row[0] is not None else None
-            else:
-                row = df.agg(F.max("i"), F.max(F.size("row"))).first()
-                shape = (int(row[0]) + 1, int(row[1])) if row[0] is not None else None
+        stored = form == "coordinate" if sparse is None else bool(sparse)
+        entries = None
+        if form == "coordinate" and (shape is None or stored):
+            row = df.agg(F.max("i"), F.max("j"), F.count(F.lit(1))).first()
+            entries = int(row[2])
             if shape is None:
-                raise InputError("the DataFrame is empty; give shape=(rows, cols)")
-        return Matrix(self, ir.Frame(df, form, (int(shape[0]), int(shape[1])), dtype))
+                shape = (int(row[0]) + 1, int(row[1]) + 1) if row[0] is not None else None
+        elif shape is None:
+            row = df.agg(F.max("i"), F.max(F.size("row"))).first()
+            shape = (int(row[0]) + 1, int(row[1])) if row[0] is not None else None
+        if shape is None:
+            raise InputError("the DataFrame is empty; give shape=(rows, cols)")
+        if stored and entries is None:
+            entries = int(shape[0]) * int(shape[1])
+        return Matrix(self, ir.Frame(df, form, (int(shape[0]), int(shape[1])), dtype,
+                                     "sparse" if stored else "dense", entries if stored else None))
 
     def _elementwise(self, name: str, *args: Any):
         nodes = [_node_of(a) for a in args]

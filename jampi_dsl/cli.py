@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, api
+from . import __version__, api, sparse
 from .errors import JampiError, ResolveError
 from .executors.base import RunContext
 from .executors.runner import RunResult, execute, node_name, short_name
@@ -138,6 +138,12 @@ JSON_MAX_ENTRIES = 10_000  # a matrix this small comes with its values; a larger
 
 
 def _json_value(value: Any) -> Any:
+    if sparse.is_sparse(value):  # stored entries as [i, j, v] triples
+        coo = value.tocoo()
+        doc = {"shape": list(value.shape), "dtype": str(value.dtype), "storage": "sparse", "nnz": int(value.nnz)}
+        if value.nnz <= JSON_MAX_ENTRIES:
+            doc["entries"] = [[int(i), int(j), float(v)] for i, j, v in zip(coo.row, coo.col, coo.data, strict=True)]
+        return doc
     if isinstance(value, np.ndarray):
         doc: dict[str, Any] = {"shape": list(value.shape), "dtype": str(value.dtype)}
         if value.size <= JSON_MAX_ENTRIES:

@@ -145,6 +145,8 @@ def reduce_block(kind, shape, block, items):
             yield float(np.sum(b, dtype=np.float64))
         elif kind in ("max", "min"):
             yield float(getattr(np, kind)(b))
+        elif kind == "nnz":  # the ragged edge's padding is zeros, never counted
+            yield float(np.count_nonzero(b))
         elif kind == "sumsq":
             v = b.ravel().astype(np.float64, copy=False)
             yield float(np.dot(v, v))

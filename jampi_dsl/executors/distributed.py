@@ -456,6 +456,9 @@ class DistMatrix:
     def sum(self) -> float:
         return self._reduce("sum")
 
+    def count_nonzero(self) -> float:
+        return self._reduce("nnz")
+
     def extreme(self, kind: str) -> float:
         """The largest (``max``) or smallest (``min``) entry."""
         parts = self.rdd.mapPartitions(partial(bt.reduce_block, kind, self.shape, self.block)).collect()

@@ -65,17 +65,26 @@ def write_csv(path: str, array: np.ndarray) -> None:
 # ---------------------------------------------------------------- parquet
 
 
-def read_parquet(path: str, dtype: str, shape: tuple[int, int], form: str, span: Span | None) -> np.ndarray:
+def read_parquet(path: str, dtype: str, shape: tuple[int, int], form: str, span: Span | None,
+                 sparse_result: bool = False):
     try:
         table = _pq().read_table(path)
     except Exception as err:  # pyarrow raises several types for unreadable or mismatched parts
         raise InputError(f"cannot read {path}: {err}", span) from None
-    return table_to_matrix(table, form, shape, dtype, path, span)
+    return table_to_matrix(table, form, shape, dtype, path, span, sparse_result)
 
 
-def table_to_matrix(table, form: str, shape: tuple[int, int], dtype: str, what: str, span) -> np.ndarray:
-    """A dense matrix from an Arrow table in coordinate (i, j, v) or row (i, row) form, validated."""
+def table_to_matrix(table, form: str, shape: tuple[int, int], dtype: str, what: str, span,
+                    sparse_result: bool = False):
+    """A matrix from an Arrow table in coordinate (i, j, v) or row (i, row) form, validated:
+    dense, or a CSR array built straight from the coordinates (no dense intermediate)."""
+    import scipy.sparse as sp  # here: Spark tasks that read dense parts need not import SciPy
+
     rows, cols = shape
+    if sparse_result and form == "coordinate":
+        return _coordinates_to_csr(table, shape, dtype, what, span)
+    if sparse_result:
+        return sp.csr_array(table_to_matrix(table, form, shape, dtype, what, span))
     out = np.zeros(shape, dtype=dtype)
     i = _indices(table, "i", what, span)
     if form == "coordinate":
@@ -101,6 +110,24 @@ def table_to_matrix(table, form: str, shape: tuple[int, int], dtype: str, what: 
         raise InputError(f"{what}: row {int(i[bad])} has {int(lengths[bad])} values, expected {cols}", span)
     values = column.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
     out[i] = values.reshape(len(i), cols)
+    return out
+
+
+def _coordinates_to_csr(table, shape: tuple[int, int], dtype: str, what: str, span):
+    import scipy.sparse as sp
+
+    rows, cols = shape
+    i = _indices(table, "i", what, span)
+    j = _indices(table, "j", what, span)
+    v = table.column("v").to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    _check_range(i, rows, "i", what, span)
+    _check_range(j, cols, "j", what, span)
+    out = sp.csr_array((v, (i, j)), shape=shape)  # sums duplicates: fewer stored entries means one came twice
+    if out.nnz != v.size:
+        linear = np.sort(i.astype(np.int64) * cols + j)
+        dup = int(linear[np.flatnonzero(linear[1:] == linear[:-1])[0]])
+        raise InputError(f"{what}: duplicate entry at ({dup // cols}, {dup % cols})", span)
+    out.eliminate_zeros()
     return out
 
 
@@ -137,13 +164,20 @@ def _check_range(index: np.ndarray, limit: int, name: str, path: str, span) -> N
 def matrix_to_table(array: np.ndarray, form: str = "coordinate"):
     """An Arrow table of ``array`` in coordinate form (non-zero entries) or row form, shape in its metadata."""
     import pyarrow as pa
+    import scipy.sparse as sp
 
     rows, cols = array.shape
     if form == "rows":
+        array = array.toarray() if sp.issparse(array) else array
         flat = pa.array(np.ascontiguousarray(array).reshape(-1))
         offsets = pa.array(np.arange(0, rows * cols + 1, cols, dtype=np.int32))
         table = pa.table({"i": pa.array(np.arange(rows, dtype=np.int64)),
                           "row": pa.ListArray.from_arrays(offsets, flat)})
+    elif sp.issparse(array):  # the stored non-zeros only, in row order
+        coo = array.tocsr().tocoo()
+        keep = coo.data != 0
+        table = pa.table({"i": coo.row[keep].astype(np.int64), "j": coo.col[keep].astype(np.int64),
+                          "v": coo.data[keep]})
     else:
         i, j = np.nonzero(array)
         table = pa.table({"i": i.astype(np.int64), "j": j.astype(np.int64), "v": array[i, j]})

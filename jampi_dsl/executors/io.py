@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from .. import tempfiles
 from ..errors import ExecutionError, InputError, Span
@@ -116,7 +117,24 @@ def write_npy(path: str, array: np.ndarray) -> None:
         np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
 
 
-def save_local(staged: StagedOutputs, path: str, fmt: str, array: np.ndarray, options: dict) -> None:
+def write_npz(path: str, array) -> None:
+    with open(path, "wb") as f:  # save_npz would add ".npz" to a name without it
+        sp.save_npz(f, sp.csr_array(array), compressed=False)
+
+
+def write_mtx(path: str, array) -> None:
+    import scipy.io
+
+    with open(path, "wb") as f:
+        scipy.io.mmwrite(f, sp.coo_array(array), precision=9 if array.dtype == np.float32 else 17)
+
+
+def save_local(staged: StagedOutputs, path: str, fmt: str, array, options: dict) -> None:
+    if fmt in ("npz", "mtx"):
+        staged.stage(path, lambda tmp: (write_npz if fmt == "npz" else write_mtx)(tmp, array))
+        return
+    if sp.issparse(array) and not (fmt == "parquet" and (options.get("form") or "coordinate") == "coordinate"):
+        array = array.toarray()  # .npy, .csv and row-form Parquet are dense formats (the plan checked the size)
     if fmt == "npy":
         staged.stage(path, lambda tmp: write_npy(tmp, array))
     elif fmt == "csv":
@@ -140,15 +158,46 @@ def load_npy(path: str, dtype: str, span: Span | None = None) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def load_local(path: str, fmt: str, dtype: str, shape: tuple[int, int], options: dict, span: Span | None):
+def load_local(path: str, fmt: str, dtype: str, shape: tuple[int, int], options: dict, span: Span | None,
+               storage: str = "dense"):
     if fmt == "npy":
         return load_npy(path, dtype, span)
     if fmt == "csv":
         return formats.read_csv(path, dtype, shape, span)
-    return formats.read_parquet(path, dtype, shape, options["form"], span)
+    if fmt == "mtx":
+        return load_mtx(path, dtype, span)
+    if fmt == "npz":
+        return load_npz(path, dtype, span)
+    return formats.read_parquet(path, dtype, shape, options["form"], span, storage == "sparse")
 
 
-def check_finite(array: np.ndarray, path: str, span: Span | None) -> None:
+def load_mtx(path: str, dtype: str, span: Span | None):
+    import scipy.io
+
+    try:
+        value = scipy.io.mmread(path)
+    except (ValueError, OSError, IndexError) as err:
+        raise InputError(f"cannot read {path}: {err}", span) from None
+    return sp.csr_array(value, dtype=dtype) if sp.issparse(value) else np.asarray(value, dtype=dtype)
+
+
+def load_npz(path: str, dtype: str, span: Span | None):
+    try:
+        value = sp.load_npz(path)
+    except (ValueError, OSError, KeyError) as err:
+        raise InputError(f"cannot read {path}: {err}", span) from None
+    return sp.csr_array(value, dtype=dtype)
+
+
+def check_finite(array, path: str, span: Span | None) -> None:
+    if sp.issparse(array):
+        array = array.tocoo()
+        bad = ~np.isfinite(array.data)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{path} has a non-finite value {array.data[k]} at row {int(array.row[k])}, column "
+                             f"{int(array.col[k])} (finite=true)", span)
+        return
     bad = ~np.isfinite(array)
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import ops
+from .. import ops, sparse
 from ..errors import ExecutionError, InputError
 from ..planner import ir, linalg
 from . import blockgen, formats, io
@@ -24,6 +24,10 @@ def _operand(x: np.ndarray, transposed: bool) -> np.ndarray:
 
 def reduce_array(operator: str, axis: int | None, x: np.ndarray) -> Any:
     """A reduction of a driver-side matrix: a Python float, or a 1xc / rx1 matrix along ``axis``."""
+    if sparse.is_sparse(x):
+        return sparse.reduce(operator, axis, x)
+    if operator == "nnz":
+        return float(np.count_nonzero(x))
     if axis is None:
         if operator == "trace":
             return float(np.trace(x))
@@ -36,6 +40,9 @@ def reduce_array(operator: str, axis: int | None, x: np.ndarray) -> Any:
 
 def format_value(label: str, value: Any) -> str:
     """What ``print`` shows: a scalar's value, or a matrix's shape, dtype and corners."""
+    if sparse.is_sparse(value):
+        rows, cols = value.shape
+        return f"{label}: {rows}x{cols} {value.dtype} sparse, {value.nnz} stored\n  {sparse.describe(value)}"
     if not isinstance(value, np.ndarray):
         return f"{label} = {value!r}"
     rows, cols = value.shape
@@ -75,13 +82,23 @@ def format_message(texts: tuple, values: list) -> str:
             parts.append(text)
             continue
         value = next(items)
-        if isinstance(value, np.ndarray):
+        if sparse.is_sparse(value):
+            parts.append(f"[{value.shape[0]}x{value.shape[1]} sparse]")
+            blocks.append("  " + sparse.describe(value))
+        elif isinstance(value, np.ndarray):
             parts.append(f"[{value.shape[0]}x{value.shape[1]}]")
             with np.printoptions(precision=6, edgeitems=3, threshold=36, linewidth=100):
                 blocks.append("  " + np.array2string(value, prefix="  "))
         else:
             parts.append(_number(value))
     return "\n".join([" ".join(parts), *blocks])
+
+
+def _elementwise(node: ir.Node, operator: str, inputs) -> Any:
+    if not any(sparse.is_sparse(x) for x in inputs):
+        return ops.apply(operator, *inputs)
+    out = sparse.elementwise(operator, list(inputs), node.type.is_sparse)
+    return sparse.conform(out, node.type.storage, node.type.dtype)
 
 
 class LocalExecutor(Executor):
@@ -97,23 +114,26 @@ class LocalExecutor(Executor):
 
     @handles(ir.Generate)
     def generate(self, node: ir.Generate, inputs, ctx):
+        if node.density is not None:
+            return sparse.random(node.kind, node.shape, node.dtype, node.density, node.seed)
         return blockgen.generate(node.kind, node.shape, node.dtype, seed=node.seed)
 
     @handles(ir.Load)
     def load(self, node: ir.Load, inputs, ctx):
         options = dict(node.options)
-        array = io.load_local(node.path, node.format, node.dtype, node.shape, options, node.span)
+        array = io.load_local(node.path, node.format, node.dtype, node.shape, options, node.span, node.storage)
         if array.shape != node.shape:
             raise InputError(
                 f"{node.path} changed since the plan was made: {array.shape} instead of {node.shape}", node.span
             )
         if options.get("finite"):
             io.check_finite(array, node.path, node.span)
-        return array
+        return sparse.conform(array, node.storage, node.dtype)
 
     @handles(ir.Frame)
     def frame(self, node: ir.Frame, inputs, ctx):
-        return formats.table_to_matrix(node.frame.toArrow(), node.form, node.shape, node.dtype, "DataFrame", None)
+        return formats.table_to_matrix(node.frame.toArrow(), node.form, node.shape, node.dtype, "DataFrame", None,
+                                       node.type.is_sparse)
 
     @handles(ir.Literal)
     def literal(self, node: ir.Literal, inputs, ctx):
@@ -121,17 +141,26 @@ class LocalExecutor(Executor):
 
     @handles(ir.Transpose)
     def transpose(self, node, inputs, ctx):
+        if sparse.is_sparse(inputs[0]):
+            return inputs[0].T.tocsr()
         return np.ascontiguousarray(inputs[0].T)
 
     @handles(ir.MatMul)
     def matmul(self, node: ir.MatMul, inputs, ctx):
         a, b = inputs
+        if sparse.is_sparse(a) or sparse.is_sparse(b):
+            out = sparse.matmul(_operand(a, node.trans_a), _operand(b, node.trans_b))
+            return sparse.conform(out, node.type.storage, node.type.dtype)
         return np.matmul(_operand(a, node.trans_a), _operand(b, node.trans_b))
 
     @handles(ir.Gemm)
     def gemm(self, node: ir.Gemm, inputs, ctx):
         a, b, c = inputs
-        out = np.matmul(_operand(a, node.trans_a), _operand(b, node.trans_b))
+        if sparse.is_sparse(a) or sparse.is_sparse(b):
+            out = sparse.dense(sparse.matmul(_operand(a, node.trans_a), _operand(b, node.trans_b)))
+        else:
+            out = np.matmul(_operand(a, node.trans_a), _operand(b, node.trans_b))
+        c = sparse.dense(c)
         if out.dtype != np.dtype(node.type.dtype):
             out = out.astype(node.type.dtype)
         if node.alpha != 1.0:
@@ -146,15 +175,19 @@ class LocalExecutor(Executor):
 
     @handles(ir.Binary)
     def binary(self, node: ir.Binary, inputs, ctx):
-        return ops.apply(node.operator, *inputs)
+        return _elementwise(node, node.operator, inputs)
 
     @handles(ir.Unary)
     def unary(self, node: ir.Unary, inputs, ctx):
-        return ops.apply(node.operator, *inputs)
+        return _elementwise(node, node.operator, inputs)
 
     @handles(ir.Where)
     def where(self, node: ir.Where, inputs, ctx):
-        return ops.apply("where", *inputs)
+        return _elementwise(node, "where", inputs)
+
+    @handles(ir.Store)
+    def store(self, node: ir.Store, inputs, ctx):
+        return sparse.conform(inputs[0], node.storage, node.type.dtype)
 
     @handles(ir.Reduce)
     def reduce(self, node: ir.Reduce, inputs, ctx):
@@ -166,7 +199,7 @@ class LocalExecutor(Executor):
         key = (node.operator, node.x.uid, node.k)
         parts = self._factored.get(key)
         if parts is None:
-            parts = self._factored[key] = linalg.compute(node.operator, inputs, node.k)
+            parts = self._factored[key] = linalg.compute(node.operator, [sparse.dense(x) for x in inputs], node.k)
         return parts[node.part]
 
     @handles(ir.Input)
@@ -181,14 +214,19 @@ class LocalExecutor(Executor):
     @handles(ir.Index)
     def index(self, node: ir.Index, inputs, ctx):
         x, i, j = inputs
+        if sparse.is_sparse(x):
+            rows, cols = region(node, x, i, j)
+            return float(x[rows.start, cols.start]) if node.scalar else x[rows, cols].tocsr()
         part = x[region(node, x, i, j)]
         return float(part[0, 0]) if node.scalar else np.array(part)
 
     @handles(ir.Update)
     def update(self, node: ir.Update, inputs, ctx):
         x, y, i, j = inputs
+        if sparse.is_sparse(x):
+            return sparse.update(x, *region(node, x, i, j), y, node.type.dtype)
         out = np.array(x, dtype=node.type.dtype)
-        out[region(node, x, i, j)] = y
+        out[region(node, x, i, j)] = sparse.dense(y)
         return out
 
     @handles(ir.Message)
@@ -199,11 +237,11 @@ class LocalExecutor(Executor):
 
     @handles(ir.Concat)
     def concat(self, node: ir.Concat, inputs, ctx):
-        return np.concatenate([np.asarray(x, dtype=node.type.dtype) for x in inputs], axis=node.axis)
+        return sparse.concat(list(inputs), node.axis, node.type.is_sparse, node.type.dtype)
 
     @handles(ir.Solve)
     def solve(self, node: ir.Solve, inputs, ctx):
-        return linalg.compute(node.operator, inputs, None)[0]
+        return linalg.compute(node.operator, [sparse.dense(x) for x in inputs], None)[0]
 
     @handles(ir.Save)
     def save(self, node: ir.Save, inputs, ctx: RunContext):

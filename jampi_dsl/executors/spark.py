@@ -160,6 +160,8 @@ class SparkExecutor(Executor):
             return matrix.extreme(node.operator)
         if node.operator == "mean":
             return matrix.sum() / (matrix.shape[0] * matrix.shape[1])
+        if node.operator == "nnz":
+            return matrix.count_nonzero()
         return float({"sum": matrix.sum, "trace": matrix.trace, "norm": matrix.norm}[node.operator]())
 
     @handles(ir.Factor)

@@ -238,7 +238,8 @@ class BlockStatements:
             before, after = entry[name].type, self.env[name].type
             if before != after:
                 raise ShapeError(f"{name!r} is {_kind(before)} before the loop and {_kind(after)} after an "
-                                 "iteration: a loop keeps the shape and dtype of every name it rebinds",
+                                 "iteration: a loop keeps the shape, dtype and storage of every name it rebinds "
+                                 "(sparse() and dense() set a storage)",
                                  self.assign_lines.get(name))
 
     def _break(self, stmt: ast.Break) -> None:
@@ -324,7 +325,7 @@ class BlockStatements:
             for value, span in values[1:]:
                 if value.type != first.type:
                     raise ShapeError(f"{name!r} is {_kind(first.type)} on one path and {_kind(value.type)} on "
-                                     "another: branches that bind a name give it one shape and dtype",
+                                     "another: branches that bind a name give it one shape, dtype and storage",
                                      span or values[0][1])
             if isinstance(first, ir.Node) and (name not in entry or any(v is not entry.get(name) for v, _ in values)):
                 self.env[name] = ir.Input(self._slot(name), first.type, name, span=first.span)
@@ -423,7 +424,9 @@ class BlockStatements:
 
 
 def _kind(t: ir.Type) -> str:
-    return "a scalar" if t.is_scalar else f"{t.shape[0]}x{t.shape[1]} {t.dtype}"
+    if t.is_scalar:
+        return "a scalar"
+    return f"{t.shape[0]}x{t.shape[1]} {t.dtype}" + (" sparse" if t.is_sparse else "")
 
 
 _STATEMENTS: dict[type, Any] = {}

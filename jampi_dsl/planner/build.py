@@ -59,14 +59,18 @@ class Signature:
 
 _DTYPE_KW = {"dtype": None}
 FUNCTIONS: dict[str, Signature] = {
-    "load": Signature(("path",), {"format": None, "dtype": None, "shape": None, "finite": False, "form": None}),
-    "random": Signature(("r", "c"), {"seed": 0, **_DTYPE_KW}),
-    "randn": Signature(("r", "c"), {"seed": 0, **_DTYPE_KW}),
+    "load": Signature(("path",), {"format": None, "dtype": None, "shape": None, "finite": False, "form": None,
+                                  "sparse": None}),
+    "random": Signature(("r", "c"), {"seed": 0, "density": None, **_DTYPE_KW}),
+    "randn": Signature(("r", "c"), {"seed": 0, "density": None, **_DTYPE_KW}),
     "zeros": Signature(("r", "c"), dict(_DTYPE_KW)),
     "ones": Signature(("r", "c"), dict(_DTYPE_KW)),
     "eye": Signature(("n",), dict(_DTYPE_KW)),
     **{name: Signature(("x",), {"axis": None}) for name in ir.AXIS_REDUCE_OPS},
     "trace": Signature(("x",), {}),
+    "nnz": Signature(("x",), {}),
+    "sparse": Signature(("x",), {}),
+    "dense": Signature(("x",), {}),
     "norm": Signature(("x",), {}),
     "hcat": Signature((), {}, variadic=True),
     "vcat": Signature((), {}, variadic=True),
@@ -502,7 +506,8 @@ class Builder(BlockStatements):
                 shape = (self._size(args["r"]), self._size(args["c"]))
             kind = {"random": "uniform", "randn": "normal"}.get(name, name)
             seed = self._whole(args["seed"], "seed", minimum=0) if "seed" in args else 0
-            return ir.Generate(kind, shape, self._dtype(args["dtype"]) or "float64", seed, span=node.span)
+            density = self._density(args.get("density"))
+            return ir.Generate(kind, shape, self._dtype(args["dtype"]) or "float64", seed, density, span=node.span)
         if name == "load":
             return self._load(node, args)
         declared = ops.FUNCTIONS.get(name)
@@ -533,6 +538,10 @@ class Builder(BlockStatements):
                 return ir.Solve(name, a, b, span=node.span)
             return ir.Factor(name, self._matrix_or_scalar(args["x"], node.args[0].span), span=node.span)
         x = self._matrix_or_scalar(args["x"], node.args[0].span)
+        if name in ("sparse", "dense"):
+            if x.type.is_matrix and x.type.storage == name:
+                return x
+            return ir.Store(x, name, span=node.span)
         if name in ("nrow", "ncol"):
             if not x.type.is_matrix:
                 raise ShapeError(f"{name}() needs a matrix, got a scalar", node.args[0].span)
@@ -724,7 +733,23 @@ class Builder(BlockStatements):
         )
         dtype = self._dtype(args["dtype"]) or info.dtype
         options = tuple(sorted({**info.options, "finite": bool(getattr(finite, "value", finite))}.items()))
-        return ir.Load(path, info.format, info.shape, dtype, options, span=node.span)
+        wanted = args.get("sparse")
+        if wanted is not None and not isinstance(wanted, (bool, BoolVal)):
+            raise ArgumentError("sparse must be true or false", getattr(wanted, "span", None))
+        sparse = info.sparse if wanted is None else bool(getattr(wanted, "value", wanted))
+        # A dense file read as sparse: its non-zeros are not in its header, at most every entry.
+        entries = info.entries if info.entries is not None else info.shape[0] * info.shape[1]
+        return ir.Load(path, info.format, info.shape, dtype, options, "sparse" if sparse else "dense",
+                       entries if sparse else None, span=node.span)
+
+    def _density(self, value: Any) -> float | None:
+        if value is None:
+            return None
+        number = self._static_number(value)
+        if number is None or not 0 < number <= 1:
+            raise ArgumentError("density must be a number known before the run, above 0 and at most 1",
+                                getattr(value, "span", None))
+        return number
 
 
     def _load_saved(self, path: str, args: dict[str, Any]) -> ir.Node:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import psutil
 
 from .. import ops
-from . import ir
+from . import ir, sparsity
 
 CALIBRATION = {
     # NumPy float64 GEMM on the driver: ~100 GFLOP/s at n=4096 (1.3-1.5 s), float32 about twice that.
@@ -159,7 +159,7 @@ def _seconds(value: float) -> str:
 def node_flops(node: ir.Node) -> float:
     if isinstance(node, ir.PRODUCT_NODES):
         m, n = node.type.shape
-        flops = 2.0 * m * n * node.inner
+        flops = sparsity.product_flops(node.a.type, node.b.type, m, node.inner, n)
         return flops + (2.0 * m * n if isinstance(node, ir.Gemm) else 0.0)
     if isinstance(node, ir.LINALG_NODES):
         from .linalg import FUNCTIONS as LINALG
@@ -167,9 +167,9 @@ def node_flops(node: ir.Node) -> float:
         return LINALG[node.operator].flops([c.type.shape for c in node.children])
     if node.type.is_matrix:
         per_entry = ops.ELEMENTWISE[node.operator].flops if isinstance(node, (ir.Binary, ir.Unary)) else 1.0
-        return float(node.type.shape[0] * node.type.shape[1]) * per_entry
+        return float(node.type.nonzeros) * per_entry
     child = next((c for c in node.children if c.type.is_matrix), None)
-    return float(child.type.shape[0] * child.type.shape[1]) if child is not None else 1.0
+    return float(child.type.nonzeros) if child is not None else 1.0
 
 
 def io_bytes(node: ir.Node) -> int:

@@ -14,7 +14,8 @@ import numpy as np
 
 from ..errors import InputError, Span
 
-FORMATS = ("npy", "csv", "parquet")
+FORMATS = ("npy", "csv", "parquet", "mtx", "npz")
+SPARSE_FORMATS = ("mtx", "npz")  # sparse by default, as is coordinate Parquet
 SHAPE_KEY = b"jampi.shape"  # Parquet key-value metadata jampi writes, so empty last rows keep the shape
 # Rows or columns of one matrix. Beyond it, 32-bit indexing (Spark, BLAS) breaks, and with both
 # dimensions below it rows * cols stays far inside int64 (the flat index of an entry).
@@ -27,6 +28,8 @@ class InputInfo:
     shape: tuple[int, int]
     dtype: str
     options: dict[str, Any] = field(default_factory=dict)
+    entries: int | None = None  # stored entries of a sparse format (coordinate Parquet, .mtx, .npz)
+    sparse: bool = False  # the format's default storage
 
 
 def format_of(path: str, explicit: str | None, span: Span | None) -> str:
@@ -39,7 +42,7 @@ def format_of(path: str, explicit: str | None, span: Span | None) -> str:
         return ext
     raise InputError(
         f"cannot tell the format of {os.path.basename(path)!r} from its extension; "
-        f"use .npy, .csv or .parquet, or format=\"...\"",
+        f"use .npy, .csv, .parquet, .mtx or .npz, or format=\"...\"",
         span,
     )
 
@@ -149,13 +152,12 @@ def parquet_info(path: str, shape: tuple[int, int] | None, form: str | None, spa
         raise InputError(f"form={form!r} but {path} is in {detected} form", span)
     dtype = _value_dtype(schema, detected, path, span)
     stored = (schema.metadata or {}).get(SHAPE_KEY)
-    for part in _part_files(dataset, path):
-        _check_part(pq, part, detected, span)
+    entries = sum(_check_part(pq, part, detected, span) for part in _part_files(dataset, path))
     if shape is None and stored:
         shape = _stored_shape(stored, path, span)
     if shape is None:
         shape = _shape_from_indices(dataset, detected, path, span)
-    return detected, (int(shape[0]), int(shape[1])), dtype
+    return detected, (int(shape[0]), int(shape[1])), dtype, entries
 
 
 def _value_dtype(schema, form: str, path: str, span) -> str:
@@ -177,9 +179,9 @@ def _part_files(dataset, path: str) -> list[str]:
     return list(files) if files else [path]
 
 
-def _check_part(pq, part: str, form: str, span) -> None:
+def _check_part(pq, part: str, form: str, span) -> int:
     """One part file's footer: the index columns are integers without missing values (where the
-    statistics tell), and its values are numbers."""
+    statistics tell), and its values are numbers. Gives its row count."""
     import pyarrow as pa
 
     try:
@@ -203,6 +205,7 @@ def _check_part(pq, part: str, form: str, span) -> None:
             stats = metadata.row_group(group).column(column).statistics
             if stats is not None and stats.has_null_count and stats.null_count:
                 raise InputError(f"{part}: column {name!r} has missing values", span)
+    return int(metadata.num_rows)
 
 
 def _stored_shape(stored: bytes, path: str, span) -> tuple[int, int]:
@@ -277,12 +280,29 @@ def inspect_input(
     if fmt == "parquet":
         if form not in (None, "coordinate", "rows"):
             raise InputError(f'form must be "coordinate" or "rows", got {form!r}', span)
-        detected, file_shape, dtype = parquet_info(path, shape, form, span)
-        return InputInfo("parquet", file_shape, dtype, {"form": detected})
+        detected, file_shape, dtype, entries = parquet_info(path, shape, form, span)
+        coordinate = detected == "coordinate"
+        return InputInfo("parquet", file_shape, dtype, {"form": detected}, entries if coordinate else None,
+                         coordinate)
     if form is not None:
         raise InputError("form= applies to Parquet files only", span)
+    if fmt in SPARSE_FORMATS:
+        return _sparse_file(path, fmt, shape, span)
     file_shape, dtype, fortran, offset = read_npy_header(path, span)
     matrix_dtype = npy_matrix_dtype(path, file_shape, dtype, span)
     if shape is not None and tuple(shape) != tuple(file_shape):
         raise InputError(f"shape={tuple(shape)} does not match the file's {tuple(file_shape)}", span)
     return InputInfo("npy", (int(file_shape[0]), int(file_shape[1])), matrix_dtype, {})
+
+
+def _sparse_file(path: str, fmt: str, shape, span) -> InputInfo:
+    from .sparse_inputs import mtx_info, npz_info
+
+    if fmt == "mtx":
+        file_shape, dtype, entries, coordinate = mtx_info(path, span)
+    else:
+        (file_shape, dtype, entries), coordinate = npz_info(path, span), True
+    if shape is not None and tuple(shape) != file_shape:
+        raise InputError(f"shape={tuple(shape)} does not match the file's {file_shape}", span)
+    _check_dimensions(*file_shape, f"{path} is {file_shape[0]}x{file_shape[1]}", span)
+    return InputInfo(fmt, file_shape, dtype, {}, entries if coordinate else None, coordinate)

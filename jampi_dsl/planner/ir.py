@@ -15,66 +15,13 @@ from typing import Any, ClassVar
 
 from .. import ops
 from ..errors import ShapeError, Span
+from . import sparsity
 from .linalg import FUNCTIONS as LINALG
+from .types import FLOAT_DTYPES, OUTPUT, SCALAR, Type, dense_type, join_dtype, matrix_type  # noqa: F401
 
 _ids = itertools.count()
 
-FLOAT_DTYPES = ("float64", "float32")
-
-
-@dataclass(frozen=True)
-class Type:
-    kind: str  # "matrix" | "scalar" | "output"
-    shape: tuple[int, int] | None = None
-    dtype: str = "float64"
-
-    @property
-    def is_matrix(self) -> bool:
-        return self.kind == "matrix"
-
-    @property
-    def is_scalar(self) -> bool:
-        return self.kind == "scalar"
-
-    @property
-    def nbytes(self) -> int:
-        if not self.is_matrix:
-            return 8
-        itemsize = 4 if self.dtype == "float32" else 8
-        return self.shape[0] * self.shape[1] * itemsize
-
-    def __str__(self) -> str:
-        if self.is_matrix:
-            return f"{self.shape[0]}x{self.shape[1]} {self.dtype}"
-        return self.kind
-
-
-SCALAR = Type("scalar")
-OUTPUT = Type("output")
-_MATRIX_TYPES: dict[tuple[tuple[int, int], str], Type] = {}
-
-
-def matrix_type(shape: tuple[int, int], dtype: str) -> Type:
-    """One shared Type per (shape, dtype): a program has few distinct ones, and
-    equal types then compare by identity on the rewrite passes' hot path."""
-    key = (shape, dtype)
-    found = _MATRIX_TYPES.get(key)
-    if found is None:
-        found = _MATRIX_TYPES.setdefault(key, Type("matrix", (int(shape[0]), int(shape[1])), dtype))
-    return found
-
-
-def _join_dtype(*types: Type) -> str:
-    """float32 only when every matrix operand is float32 (scalars never widen, as in NumPy)."""
-    joined = "float64"
-    for t in types:
-        if t.kind == "matrix":
-            if t.dtype != "float32":
-                return "float64"
-            joined = "float32"
-    return joined
-
-
+# The value types live in .types (the sparsity rules read them too); ir re-exports them.
 @dataclass(frozen=True, eq=False)
 class Node:
     """Base IR node. Subclasses list child nodes in ``CHILDREN``; all other fields are attributes."""
@@ -212,11 +159,20 @@ class Generate(Node):
     shape: tuple[int, int]
     dtype: str = "float64"
     seed: int = 0
+    density: float | None = None  # random/randn with density=: sparse, non-zeros placed uniformly
 
     def infer(self) -> Type:
         if min(self.shape) < 1:
             self._fail(f"matrix dimensions must be positive, got {self.shape[0]}x{self.shape[1]}")
+        if self.density is not None:
+            return matrix_type(self.shape, self.dtype, "sparse", self.density * self.shape[0] * self.shape[1])
         return matrix_type(self.shape, self.dtype)
+
+    def attrs(self) -> dict[str, Any]:
+        out = {"kind": self.kind, "shape": self.shape, "dtype": self.dtype, "seed": self.seed}
+        if self.density is not None:  # a dense generator reads as it did before density existed
+            out["density"] = self.density
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,9 +182,18 @@ class Load(Node):
     shape: tuple[int, int]
     dtype: str  # dtype after any requested cast
     options: tuple[tuple[str, Any], ...] = ()
+    storage: str = "dense"
+    nnz: int | None = None  # a sparse file's stored entries, read from its header or metadata
 
     def infer(self) -> Type:
-        return matrix_type(self.shape, self.dtype)
+        return matrix_type(self.shape, self.dtype, self.storage, self.nnz)
+
+    def attrs(self) -> dict[str, Any]:
+        out = {"path": self.path, "format": self.format, "shape": self.shape, "dtype": self.dtype,
+               "options": self.options}
+        if self.storage == "sparse":
+            out["storage"] = "sparse"
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -238,7 +203,8 @@ class Literal(Node):
     array: Any = field(compare=False)
 
     def infer(self) -> Type:
-        return matrix_type(tuple(self.array.shape), str(self.array.dtype))
+        nnz = getattr(self.array, "nnz", None)  # a SciPy sparse array stays sparse
+        return matrix_type(tuple(self.array.shape), str(self.array.dtype), "dense" if nnz is None else "sparse", nnz)
 
     def attrs(self) -> dict[str, Any]:
         return {"shape": tuple(self.array.shape), "dtype": str(self.array.dtype)}
@@ -256,12 +222,15 @@ class Frame(Node):
     form: str
     shape: tuple[int, int]
     dtype: str
+    storage: str = "dense"
+    nnz: int | None = None
 
     def infer(self) -> Type:
-        return matrix_type(self.shape, self.dtype)
+        return matrix_type(self.shape, self.dtype, self.storage, self.nnz)
 
     def attrs(self) -> dict[str, Any]:
-        return {"frame_id": id(self.frame), "form": self.form, "shape": self.shape, "dtype": self.dtype}
+        return {"frame_id": id(self.frame), "form": self.form, "shape": self.shape, "dtype": self.dtype,
+                "storage": self.storage}
 
 
 @dataclass(frozen=True, eq=False)
@@ -293,7 +262,7 @@ class Transpose(Node):
         t = self.x.type
         if not t.is_matrix:
             self._fail("transpose needs a matrix")
-        return matrix_type((t.shape[1], t.shape[0]), t.dtype)
+        return matrix_type((t.shape[1], t.shape[0]), t.dtype, t.storage, t.nnz)
 
 
 def _product_shape(node: Node, a: Type, b: Type, trans_a: bool, trans_b: bool) -> tuple[int, int]:
@@ -320,7 +289,8 @@ class MatMul(Node):
 
     def infer(self) -> Type:
         shape = _product_shape(self, self.a.type, self.b.type, self.trans_a, self.trans_b)
-        return matrix_type(shape, _join_dtype(self.a.type, self.b.type))
+        storage, nnz = sparsity.product(self.a.type, self.b.type, self.trans_a, self.trans_b)
+        return matrix_type(shape, join_dtype(self.a.type, self.b.type), storage, nnz)
 
     @property
     def inner(self) -> int:
@@ -344,7 +314,7 @@ class Gemm(Node):
         shape = _product_shape(self, self.a.type, self.b.type, self.trans_a, self.trans_b)
         if not self.c.type.is_matrix or self.c.type.shape != shape:
             self._fail(f"GEMM addend must be {shape[0]}x{shape[1]}, got {self.c.type}")
-        return matrix_type(shape, _join_dtype(self.a.type, self.b.type, self.c.type))
+        return matrix_type(shape, join_dtype(self.a.type, self.b.type, self.c.type))
 
     @property
     def inner(self) -> int:
@@ -378,7 +348,9 @@ def _elementwise_type(node: Node, operator: str, operands: tuple[Node, ...]) -> 
             node._fail(f"elementwise {operator} needs equal shapes or shapes that broadcast (each "
                        f"dimension equal, or 1 on one side), got {shapes}")
         shape = joined
-    return matrix_type(shape, _join_dtype(*matrices))
+    known = [(o.type, o.value if isinstance(o, Const) else None) for o in operands]
+    storage, nnz = sparsity.elementwise(operator, known, shape)
+    return matrix_type(shape, join_dtype(*matrices), storage, nnz)
 
 
 @dataclass(frozen=True, eq=False)
@@ -423,7 +395,7 @@ class Where(Node):
         return _elementwise_type(self, "where", (self.c, self.a, self.b))
 
 
-REDUCE_OPS = ("sum", "trace", "norm", "mean", "max", "min", "argmax", "argmin")
+REDUCE_OPS = ("sum", "trace", "norm", "mean", "max", "min", "argmax", "argmin", "nnz")
 AXIS_REDUCE_OPS = ("sum", "mean", "max", "min", "argmax", "argmin")
 
 
@@ -474,7 +446,7 @@ def _linalg_type(node: Node, operator: str, operands: tuple[Node, ...], part: in
     shapes = declared.shapes([o.type.shape for o in operands], k)
     if isinstance(shapes, str):
         node._fail(shapes)
-    return matrix_type(shapes[part], _join_dtype(*(o.type for o in operands)))
+    return matrix_type(shapes[part], join_dtype(*(o.type for o in operands)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -536,7 +508,25 @@ class Concat(Node):
             self._fail(f"{name}() needs the same number of {what}: {a.shape[0]}x{a.shape[1]} and "
                        f"{b.shape[0]}x{b.shape[1]}")
         shape = (a.shape[0], a.shape[1] + b.shape[1]) if self.axis == 1 else (a.shape[0] + b.shape[0], a.shape[1])
-        return matrix_type(shape, _join_dtype(a, b))
+        if a.is_sparse and b.is_sparse:
+            return matrix_type(shape, join_dtype(a, b), "sparse", a.nnz + b.nnz)
+        return matrix_type(shape, join_dtype(a, b))
+
+
+@dataclass(frozen=True, eq=False)
+class Store(Node):
+    """``sparse(X)`` or ``dense(X)``: the same values in the other storage."""
+
+    CHILDREN: ClassVar = ("x",)
+    x: Node
+    storage: str
+
+    def infer(self) -> Type:
+        t = self.x.type
+        if not t.is_matrix:
+            self._fail(f"{self.storage}() needs a matrix, got a scalar")
+        # A dense matrix's non-zeros are not known before the run: at most every entry.
+        return matrix_type(t.shape, t.dtype, self.storage, t.nonzeros)
 
 
 def _region(node: Node, x: Type, rows: int, cols: int) -> None:
@@ -568,7 +558,11 @@ class Index(Node):
 
     def infer(self) -> Type:
         _region(self, self.x.type, self.rows, self.cols)
-        return SCALAR if self.scalar else matrix_type((self.rows, self.cols), self.x.type.dtype)
+        x = self.x.type
+        if self.scalar:
+            return SCALAR
+        return matrix_type((self.rows, self.cols), x.dtype, x.storage,
+                           sparsity.region(x, self.rows, self.cols) if x.is_sparse else None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -591,7 +585,10 @@ class Update(Node):
             self._fail(f"the region is {self.rows}x{self.cols}, the value assigned is {y.shape[0]}x{y.shape[1]}")
         if not (y.is_matrix or y.is_scalar):
             self._fail("assign a matrix or a scalar")
-        return self.x.type
+        x = self.x.type
+        if x.is_sparse:  # the region may fill in
+            return matrix_type(x.shape, x.dtype, "sparse", x.nnz + self.rows * self.cols)
+        return x
 
 
 # ---------------------------------------------------------------- outputs
@@ -609,6 +606,14 @@ class Save(Node):
         if not self.x.type.is_matrix:
             self._fail("save() needs a matrix; use print() for a scalar")
         return OUTPUT
+
+    @property
+    def writes_every_entry(self) -> bool:
+        """.npy, .csv and row-form Parquet hold every entry; .npz, .mtx and coordinate Parquet
+        the non-zeros only."""
+        if self.format in ("npz", "mtx"):
+            return False
+        return self.format != "parquet" or dict(self.options).get("form", "coordinate") == "rows"
 
 
 @dataclass(frozen=True, eq=False)

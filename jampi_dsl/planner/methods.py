@@ -52,10 +52,20 @@ def _gemm_rate(node: ir.Node, per_core: bool, resources: Resources) -> float:
 # ---------------------------------------------------------------- local
 
 
+SPARSE_ON_DRIVER = "sparse matrices have no distributed kernel yet: they run on the driver (SciPy)"
+
+
+def touches_sparse(node: ir.Node) -> bool:
+    return any(t.is_matrix and t.is_sparse for t in (node.type, *(c.type for c in node.children)))
+
+
 def _local_rejects(node: ir.Node, resources: Resources) -> str | None:
     need = io_bytes(node)
     if isinstance(node, ir.LINALG_NODES):
-        need *= 3  # LAPACK works on a copy and its workspace, beside the input and the result
+        # LAPACK works on a dense copy and its workspace, beside the input and the result
+        need = 3 * (sum(c.type.dense_nbytes for c in node.children) + node.type.nbytes)
+    elif isinstance(node, ir.Save) and node.x.type.is_sparse and node.writes_every_entry:
+        need += node.x.type.dense_nbytes  # written dense
     if need > resources.driver_budget:
         hint = _LINALG_HINTS.get(getattr(node, "operator", None), "") if isinstance(node, ir.LINALG_NODES) else ""
         return f"needs {_gib(need)} on the driver, budget {_gib(resources.driver_budget)}{hint}"
@@ -72,7 +82,9 @@ _LINALG_HINTS = {
 def _local_estimate(node: ir.Node, resources: Resources) -> Estimate:
     flops = node_flops(node)
     moved = io_bytes(node)
-    if isinstance(node, ir.PRODUCT_NODES):
+    if isinstance(node, ir.PRODUCT_NODES) and touches_sparse(node):
+        seconds = moved / K["local_stream_bytes_per_s"]  # a sparse product is bound by memory, not flops
+    elif isinstance(node, ir.PRODUCT_NODES):
         seconds = flops / _gemm_rate(node, False, resources)
     else:
         seconds = moved / K["local_stream_bytes_per_s"]
@@ -82,11 +94,13 @@ def _local_estimate(node: ir.Node, resources: Resources) -> Estimate:
 # ---------------------------------------------------------------- shared by the Spark methods
 
 
-def _no_spark(resources: Resources) -> str | None:
+def _no_spark(resources: Resources, node: ir.Node | None = None) -> str | None:
     if not resources.spark:
         return "no Spark session may be used"
     if resources.slots < 1:
         return "no task slots"
+    if node is not None and touches_sparse(node):
+        return SPARSE_ON_DRIVER
     return None
 
 
@@ -123,7 +137,7 @@ def _cannon_memory(node: ir.Node, resources: Resources) -> float:
 
 
 def _cannon_rejects(node: ir.Node, resources: Resources) -> str | None:
-    if (why := _no_spark(resources)) is not None:
+    if (why := _no_spark(resources, node)) is not None:
         return why
     if resources.dynamic_allocation:
         return "dynamic allocation is on, and Spark rejects barrier stages then (SPARK-24942)"
@@ -159,7 +173,7 @@ def _small_operand(node: ir.Node) -> tuple[str, int]:
 
 
 def _broadcast_rejects(node: ir.Node, resources: Resources) -> str | None:
-    if (why := _no_spark(resources)) is not None:
+    if (why := _no_spark(resources, node)) is not None:
         return why
     side, small = _small_operand(node)
     if small > resources.broadcast_max:
@@ -194,7 +208,7 @@ def _mllib_memory(node: ir.Node, resources: Resources) -> float:
 
 
 def _mllib_rejects(node: ir.Node, resources: Resources) -> str | None:
-    if (why := _no_spark(resources)) is not None:
+    if (why := _no_spark(resources, node)) is not None:
         return why
     need = _mllib_memory(node, resources)
     if need > resources.task_memory:
@@ -218,7 +232,7 @@ def _mllib_estimate(node: ir.Node, resources: Resources) -> Estimate:
 
 
 def _spark_rejects(node: ir.Node, resources: Resources) -> str | None:
-    if (why := _no_spark(resources)) is not None:
+    if (why := _no_spark(resources, node)) is not None:
         return why
     if isinstance(node, ir.Literal):
         return "a driver-side array starts on the driver"

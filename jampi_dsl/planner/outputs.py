@@ -20,7 +20,7 @@ from .inputs import format_of
 # Part files (pyarrow's part-0.parquet, Spark's part-00000-<uuid>-c000.snappy.parquet), Spark's
 # and Hadoop's markers and their checksum twins. Nothing else is taken for a previous output.
 _PARQUET_ENTRY = re.compile(r"^(\.?part-[\w.-]*\.parquet(\.crc)?|_SUCCESS|_metadata|_common_metadata|\._SUCCESS\.crc)$")
-_EXTENSIONS = {"npy": (".npy",), "csv": (".csv",)}  # the files a save of that format may replace
+_EXTENSIONS = {"npy": (".npy",), "csv": (".csv",), "mtx": (".mtx",), "npz": (".npz",)}  # files a save may replace
 
 
 def parquet_output_folder(path: str) -> bool:

@@ -22,7 +22,15 @@ from .grid import cdiv
 from .lifetimes import Lifetime, lifetimes
 from .linalg import distributed_svd_is_randomized
 from .methods import ALL as ALL_METHODS
-from .methods import DISTRIBUTED, LOCAL, PRODUCT_METHODS, SPARK, Method, cannon_grid
+from .methods import (
+    DISTRIBUTED,
+    LOCAL,
+    PRODUCT_METHODS,
+    SPARK,
+    SPARSE_ON_DRIVER,
+    Method,
+    cannon_grid,
+)
 
 PRODUCT_METHOD_NAMES = tuple(m.name for m in PRODUCT_METHODS)
 SMALL_RESULT_BYTES = 2**20  # a distributed product's result this small is collected (Step.collect)
@@ -103,6 +111,8 @@ def _choose_product(node: ir.Node, resources: Resources, forced: str, forced_by:
     if forced != "auto":
         if forced not in _METHODS:
             raise PlanError(f"{forced_by}: that method is not available in this build", node.span)
+        if forced in rejected and rejected[forced] == SPARSE_ON_DRIVER and "local" in dict(candidates):
+            return Step(node, "local", f"{forced_by} does not apply: {SPARSE_ON_DRIVER}", dict(candidates)["local"])
         if forced in rejected:
             raise PlanError(f"{forced_by} cannot run this product: {rejected[forced]}", node.span)
         chosen = dict(candidates)[forced]
@@ -120,7 +130,10 @@ def _choose_product(node: ir.Node, resources: Resources, forced: str, forced_by:
         runner_up: tuple[str, Any] | None = (other, other_estimate)
     elif rejected:
         other, why = next(iter(rejected.items()))
-        reason = "only method that applies (" + "; ".join(f"{n}: {w}" for n, w in rejected.items()) + ")"
+        if set(rejected.values()) == {SPARSE_ON_DRIVER}:
+            reason = f"only method that applies ({SPARSE_ON_DRIVER})"
+        else:
+            reason = "only method that applies (" + "; ".join(f"{n}: {w}" for n, w in rejected.items()) + ")"
         runner_up = (other, why)
     else:
         reason = "only method available"
@@ -143,7 +156,7 @@ def _placements(nodes: list[ir.Node], products: dict[int, Step], resources: Reso
             distributed.add(node.uid)
             why[node.uid] = "kept on the executors by an earlier part of the program"
         elif isinstance(node, ir.Export) and node.slot in distributed_exports and resources.spark \
-                and node.x.type.is_matrix:
+                and node.x.type.is_matrix and not node.x.type.is_sparse:
             distributed.add(node.uid)
             why[node.uid] = "read on the executors by a later part of the program"
     users: dict[int, list[ir.Node]] = {}
@@ -321,11 +334,13 @@ def _for_node(step: Step, node: ir.Node) -> Step:
 
 def _cost_key(node: ir.Node) -> tuple:
     """What the methods' tests and estimates read of a node: its class, its type, its
-    children's types and its transpose flags. Nodes alike in these get the same choice,
-    so a program that repeats one product ten thousand times is costed once."""
-    return (type(node), node.type, tuple(c.type for c in node.children),
+    children's types (non-zero counts included: types compare without them), its transpose
+    flags and a save's format. Nodes alike in these get the same choice, so a program that
+    repeats one product ten thousand times is costed once."""
+    return (type(node), node.type, node.type.nnz, tuple((c.type, c.type.nnz) for c in node.children),
             getattr(node, "trans_a", None), getattr(node, "trans_b", None),
-            getattr(node, "operator", None), getattr(node, "k", None))
+            getattr(node, "operator", None), getattr(node, "k", None),
+            getattr(node, "format", None), getattr(node, "options", None))
 
 
 # The planner owns every method's cost model; whether one applies depends on the Resources.

@@ -37,6 +37,8 @@ def gemm_fusion(program: Program) -> Program:
             return node
         if not (original.a.type.is_matrix and original.b.type.is_matrix):
             return node
+        if original.type.is_sparse:  # sparse + sparse stays sparse; GEMM writes a dense result
+            return node
         sign = 1.0 if original.operator == "+" else -1.0
         for product_side, addend_side, product_sign, addend_sign in (
             (original.a, original.b, 1.0, sign),
