@@ -334,3 +334,48 @@ def test_saving_a_huge_sparse_matrix_dense_is_refused_before_the_run(tmp_path):
     program.write_text('S = random(1000000, 1000000, density=0.000001, seed=1)\nsave(S, "s.npz")\n')
     LOCAL.run_file(program)
     assert sp.load_npz(tmp_path / "s.npz").nnz == 1_000_000
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_coordinate_parquet_in_any_order_and_row_groups(tmp_path, order):
+    import pyarrow as pa
+
+    X = _sparse(300, 200, 0.05, 11, "float64").tocoo()
+    i, j, v = X.row.astype(np.int64), X.col.astype(np.int64), X.data
+    keys = np.lexsort((j, i)) if order == "sorted" else np.random.default_rng(1).permutation(i.size)
+    table = pa.table({"i": i[keys], "j": j[keys], "v": v[keys]})
+    pq.write_table(table, tmp_path / "x.parquet", row_group_size=700)  # several row groups, read in batches
+    from jampi_dsl.executors import sparse_io
+
+    batch, sparse_io.BATCH_ROWS = sparse_io.BATCH_ROWS, 500
+    try:
+        got = LOCAL.load(tmp_path / "x.parquet").to_scipy()
+    finally:
+        sparse_io.BATCH_ROWS = batch
+    shape = (int(i.max()) + 1, int(j.max()) + 1)  # a foreign file: the largest indices give the shape
+    assert got.shape == shape
+    np.testing.assert_array_equal(got.toarray(), X.toarray()[: shape[0], : shape[1]])
+    twice = pa.table({"i": np.r_[i[keys], i[keys][:1]], "j": np.r_[j[keys], j[keys][:1]],
+                      "v": np.r_[v[keys], v[keys][:1]]})
+    if order == "sorted":
+        twice = twice.sort_by([("i", "ascending"), ("j", "ascending")])
+    pq.write_table(twice, tmp_path / "twice.parquet")
+    with pytest.raises(InputError, match="duplicate entry"):
+        LOCAL.load(tmp_path / "twice.parquet").to_scipy()
+
+
+def test_from_spark_coordinates_stay_sparse_and_to_spark_writes_non_zeros(spark):
+    js = jampi_dsl.session()
+    X = _sparse(40, 30, 0.1, 12, "float64").tocoo()
+    rows = [(int(a), int(b), float(c)) for a, b, c in zip(X.row, X.col, X.data, strict=True)]
+    df = spark.createDataFrame(rows, "i long, j long, v double")
+    A = js.from_spark(df, shape=(40, 30))
+    assert A.storage == "sparse" and A.node.type.nnz == X.nnz
+    np.testing.assert_array_equal(A.to_numpy(), X.toarray())
+    assert js.from_spark(df, shape=(40, 30), sparse=False).storage == "dense"
+    out = (A * 2).to_spark(form="coordinate")
+    assert out.count() == X.nnz
+    back = np.zeros((40, 30))
+    for row in out.collect():
+        back[row.i, row.j] = row.v
+    np.testing.assert_array_equal(back, 2 * X.toarray())

@@ -65,38 +65,30 @@ def write_csv(path: str, array: np.ndarray) -> None:
 # ---------------------------------------------------------------- parquet
 
 
-def read_parquet(path: str, dtype: str, shape: tuple[int, int], form: str, span: Span | None,
-                 sparse_result: bool = False):
+def read_parquet(path: str, dtype: str, shape: tuple[int, int], form: str, span: Span | None) -> np.ndarray:
     try:
         table = _pq().read_table(path)
     except Exception as err:  # pyarrow raises several types for unreadable or mismatched parts
         raise InputError(f"cannot read {path}: {err}", span) from None
-    return table_to_matrix(table, form, shape, dtype, path, span, sparse_result)
+    return table_to_matrix(table, form, shape, dtype, path, span)
 
 
-def table_to_matrix(table, form: str, shape: tuple[int, int], dtype: str, what: str, span,
-                    sparse_result: bool = False):
-    """A matrix from an Arrow table in coordinate (i, j, v) or row (i, row) form, validated:
-    dense, or a CSR array built straight from the coordinates (no dense intermediate)."""
-    import scipy.sparse as sp  # here: Spark tasks that read dense parts need not import SciPy
-
+def table_to_matrix(table, form: str, shape: tuple[int, int], dtype: str, what: str, span) -> np.ndarray:
+    """A dense matrix from an Arrow table in coordinate (i, j, v) or row (i, row) form, validated
+    (a sparse one: :mod:`.sparse_io`)."""
     rows, cols = shape
-    if sparse_result and form == "coordinate":
-        return _coordinates_to_csr(table, shape, dtype, what, span)
-    if sparse_result:
-        return sp.csr_array(table_to_matrix(table, form, shape, dtype, what, span))
     out = np.zeros(shape, dtype=dtype)
-    i = _indices(table, "i", what, span)
+    i = indices(table, "i", what, span)
     if form == "coordinate":
-        j = _indices(table, "j", what, span)
+        j = indices(table, "j", what, span)
         v = table.column("v").to_numpy(zero_copy_only=False)
-        _check_range(i, rows, "i", what, span)
-        _check_range(j, cols, "j", what, span)
+        check_range(i, rows, "i", what, span)
+        check_range(j, cols, "j", what, span)
         linear = i * cols + j
         _check_unique(linear, rows * cols, cols, what, span)
         out.reshape(-1)[linear] = v
         return out
-    _check_range(i, rows, "i", what, span)
+    check_range(i, rows, "i", what, span)
     if np.unique(i).size != i.size:
         raise InputError(f"{what}: a row index appears twice", span)
     column = table.column("row")
@@ -113,24 +105,6 @@ def table_to_matrix(table, form: str, shape: tuple[int, int], dtype: str, what: 
     return out
 
 
-def _coordinates_to_csr(table, shape: tuple[int, int], dtype: str, what: str, span):
-    import scipy.sparse as sp
-
-    rows, cols = shape
-    i = _indices(table, "i", what, span)
-    j = _indices(table, "j", what, span)
-    v = table.column("v").to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-    _check_range(i, rows, "i", what, span)
-    _check_range(j, cols, "j", what, span)
-    out = sp.csr_array((v, (i, j)), shape=shape)  # sums duplicates: fewer stored entries means one came twice
-    if out.nnz != v.size:
-        linear = np.sort(i.astype(np.int64) * cols + j)
-        dup = int(linear[np.flatnonzero(linear[1:] == linear[:-1])[0]])
-        raise InputError(f"{what}: duplicate entry at ({dup // cols}, {dup % cols})", span)
-    out.eliminate_zeros()
-    return out
-
-
 def _check_unique(linear: np.ndarray, size: int, cols: int, what: str, span) -> None:
     """Duplicate coordinates are an input error. Scatter each entry's position, read it back:
     an entry whose slot holds another position was overwritten, so its index came twice.
@@ -144,7 +118,7 @@ def _check_unique(linear: np.ndarray, size: int, cols: int, what: str, span) -> 
         raise InputError(f"{what}: duplicate entry at ({dup // cols}, {dup % cols})", span)
 
 
-def _indices(table, name: str, path: str, span) -> np.ndarray:
+def indices(table, name: str, path: str, span) -> np.ndarray:
     column = table.column(name)
     import pyarrow as pa
 
@@ -155,7 +129,7 @@ def _indices(table, name: str, path: str, span) -> np.ndarray:
     return column.to_numpy().astype(np.int64, copy=False)
 
 
-def _check_range(index: np.ndarray, limit: int, name: str, path: str, span) -> None:
+def check_range(index: np.ndarray, limit: int, name: str, path: str, span) -> None:
     if index.size and (index.min() < 0 or index.max() >= limit):
         bad = int(index[(index < 0) | (index >= limit)][0])
         raise InputError(f"{path}: index {name}={bad} is outside 0..{limit - 1}", span)

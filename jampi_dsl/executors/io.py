@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from .. import tempfiles
 from ..errors import ExecutionError, InputError, Span
 from ..planner.outputs import parquet_output_folder
-from . import formats
+from . import formats, sparse_io
 
 
 def _umask() -> int:
@@ -117,21 +117,9 @@ def write_npy(path: str, array: np.ndarray) -> None:
         np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
 
 
-def write_npz(path: str, array) -> None:
-    with open(path, "wb") as f:  # save_npz would add ".npz" to a name without it
-        sp.save_npz(f, sp.csr_array(array), compressed=False)
-
-
-def write_mtx(path: str, array) -> None:
-    import scipy.io
-
-    with open(path, "wb") as f:
-        scipy.io.mmwrite(f, sp.coo_array(array), precision=9 if array.dtype == np.float32 else 17)
-
-
 def save_local(staged: StagedOutputs, path: str, fmt: str, array, options: dict) -> None:
     if fmt in ("npz", "mtx"):
-        staged.stage(path, lambda tmp: (write_npz if fmt == "npz" else write_mtx)(tmp, array))
+        staged.stage(path, lambda tmp: (sparse_io.write_npz if fmt == "npz" else sparse_io.write_mtx)(tmp, array))
         return
     if sp.issparse(array) and not (fmt == "parquet" and (options.get("form") or "coordinate") == "coordinate"):
         array = array.toarray()  # .npy, .csv and row-form Parquet are dense formats (the plan checked the size)
@@ -165,28 +153,12 @@ def load_local(path: str, fmt: str, dtype: str, shape: tuple[int, int], options:
     if fmt == "csv":
         return formats.read_csv(path, dtype, shape, span)
     if fmt == "mtx":
-        return load_mtx(path, dtype, span)
+        return sparse_io.load_mtx(path, dtype, span)
     if fmt == "npz":
-        return load_npz(path, dtype, span)
-    return formats.read_parquet(path, dtype, shape, options["form"], span, storage == "sparse")
-
-
-def load_mtx(path: str, dtype: str, span: Span | None):
-    import scipy.io
-
-    try:
-        value = scipy.io.mmread(path)
-    except (ValueError, OSError, IndexError) as err:
-        raise InputError(f"cannot read {path}: {err}", span) from None
-    return sp.csr_array(value, dtype=dtype) if sp.issparse(value) else np.asarray(value, dtype=dtype)
-
-
-def load_npz(path: str, dtype: str, span: Span | None):
-    try:
-        value = sp.load_npz(path)
-    except (ValueError, OSError, KeyError) as err:
-        raise InputError(f"cannot read {path}: {err}", span) from None
-    return sp.csr_array(value, dtype=dtype)
+        return sparse_io.load_npz(path, dtype, span)
+    if storage == "sparse" and options["form"] == "coordinate":
+        return sparse_io.read_coordinate_parquet(path, dtype, shape, span)
+    return formats.read_parquet(path, dtype, shape, options["form"], span)
 
 
 def check_finite(array, path: str, span: Span | None) -> None:

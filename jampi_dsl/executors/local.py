@@ -14,7 +14,7 @@ import numpy as np
 from .. import ops, sparse
 from ..errors import ExecutionError, InputError
 from ..planner import ir, linalg
-from . import blockgen, formats, io
+from . import blockgen, formats, io, sparse_io
 from .base import Executor, OutputValue, RunContext, handles
 
 
@@ -132,8 +132,11 @@ class LocalExecutor(Executor):
 
     @handles(ir.Frame)
     def frame(self, node: ir.Frame, inputs, ctx):
-        return formats.table_to_matrix(node.frame.toArrow(), node.form, node.shape, node.dtype, "DataFrame", None,
-                                       node.type.is_sparse)
+        table = node.frame.toArrow()
+        if node.type.is_sparse and node.form == "coordinate":
+            return sparse_io.table_to_csr(table, node.shape, node.dtype, "DataFrame", None)
+        out = formats.table_to_matrix(table, node.form, node.shape, node.dtype, "DataFrame", None)
+        return sparse.conform(out, node.storage, node.dtype)
 
     @handles(ir.Literal)
     def literal(self, node: ir.Literal, inputs, ctx):
