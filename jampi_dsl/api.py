@@ -30,6 +30,7 @@ from .planner.flow import FlowProgram, lower_flow
 from .planner.graph import Program
 from .planner.inputs import inspect_input
 from .planner.linalg import FUNCTIONS as LINALG
+from .planner.linalg import Sketch
 from .planner.passes import optimize
 from .planner.passes._common import reachable
 from .planner.physical import PhysicalPlan, lower
@@ -282,9 +283,9 @@ class Matrix(_Lazy):
         return self._binary("!=", other)
 
     # linear algebra, with LAPACK on the driver (jampi_dsl.planner.linalg)
-    def _factor(self, name: str, k: int | None = None):
+    def _factor(self, name: str, k: int | None = None, sketch: Sketch | None = None):
         parts = len(LINALG[name].parts)
-        out = tuple(Matrix(self.session, ir.Factor(name, self.node, part=i, k=k)) for i in range(parts))
+        out = tuple(Matrix(self.session, ir.Factor(name, self.node, part=i, k=k, sketch=sketch)) for i in range(parts))
         return out if parts > 1 else out[0]
 
     def inv(self):
@@ -298,9 +299,18 @@ class Matrix(_Lazy):
         """``(Q, R)``, the reduced QR factorisation of a tall matrix."""
         return self._factor("qr")
 
-    def svd(self, k: int | None = None):
-        """``(U, s, Vt)``: the thin SVD, or its leading ``k`` triplets; ``s`` is a column."""
-        return self._factor("svd", k)
+    def svd(self, k: int | None = None, *, oversample: int | None = None, iters: int | None = None,
+            seed: int | None = None):
+        """``(U, s, Vt)``: the thin SVD, or its leading ``k`` triplets; ``s`` is a column. With ``k``
+        of a wide or large matrix it is randomized: ``oversample`` extra sketch columns (10),
+        ``iters`` power iterations (4), the test matrix drawn from ``seed`` (0)."""
+        given = {n: v for n, v in (("oversample", oversample), ("iters", iters), ("seed", seed)) if v is not None}
+        if given and k is None:
+            raise ResolveError(f"{next(iter(given))}= tunes the randomized svd(k=...): give k too")
+        for name, value in given.items():
+            if int(value) != value or value < 0:
+                raise ResolveError(f"{name} must be a whole number at least 0, got {value}")
+        return self._factor("svd", k, Sketch(**{n: int(v) for n, v in given.items()}) if given else None)
 
     def eigh(self):
         """``(w, V)``: eigenvalues (a column, ascending) and eigenvectors of a symmetric matrix."""

@@ -232,3 +232,48 @@ print(Vtk)
     # the same subspaces: |U_k.T @ U_numpy| is the identity up to signs
     np.testing.assert_allclose(np.abs(values["Uk"].T @ u[:, :5]), np.eye(5), atol=1e-8)
     np.testing.assert_allclose(np.abs(values["Vtk"] @ vt[:5].T), np.eye(5), atol=1e-8)
+
+
+def _decaying(m: int, n: int, seed: int = 0) -> np.ndarray:
+    """A matrix whose singular values fall from 1 to 1e-3 over 80, then a noise floor."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((m, 80)) * np.logspace(0, -3, 80)) @ rng.standard_normal((80, n)) \
+        + 1e-5 * rng.standard_normal((m, n))
+
+
+def test_randomized_svd_keywords_match_sklearn_accuracy_and_are_reproducible():
+    from sklearn.utils.extmath import randomized_svd
+
+    a = _decaying(3000, 1500)
+    exact = np.linalg.svd(a, compute_uv=False)[:20]
+    js = jampi_dsl.session(executor="local")
+    u, s, vt = js.matrix(a).svd(k=20, oversample=10, iters=4, seed=7)
+    assert "randomized SVD: an n x (k+10) sketch (seed 7), 4 power iterations" in " ".join(s.explain().split())
+    got_u, got_s, got_vt = (x.to_numpy() for x in (u, s, vt))
+    ours = np.max(np.abs(got_s.ravel() - exact) / exact)
+    _, theirs_s, _ = randomized_svd(a, 20, n_oversamples=10, n_iter=4, random_state=7)
+    theirs = np.max(np.abs(theirs_s - exact) / exact)
+    assert ours <= max(theirs, 1e-12) * 1.01, (ours, theirs)
+    np.testing.assert_allclose(got_u.T @ got_u, np.eye(20), atol=1e-10)
+    full = np.linalg.svd(a, compute_uv=False)
+    best = np.sqrt(np.sum(full[20:] ** 2))  # the error of the best rank-20 approximation
+    assert np.linalg.norm(a - got_u @ np.diag(got_s.ravel()) @ got_vt) <= 1.01 * best
+    again = js.matrix(a).svd(k=20, oversample=10, iters=4, seed=7)[1].to_numpy()
+    other = js.matrix(a).svd(k=20, oversample=2, iters=0, seed=8)[1].to_numpy()
+    np.testing.assert_array_equal(again, got_s)
+    assert not np.array_equal(other, got_s)
+    with pytest.raises(jampi_dsl.JampiError, match="give k too"):
+        js.matrix(a).svd(iters=2)
+    with pytest.raises(jampi_dsl.JampiError, match="give k too"):
+        js.run_text("A = randn(30, 1200, seed=1)\nU, s, Vt = svd(A, seed=3)\nprint(s)")
+
+
+def test_randomized_svd_on_spark_agrees_with_the_driver(spark):
+    text = "A = randn(1200, 1100, seed=4)\nU, s, Vt = svd(A, k=8, oversample=6, iters=2, seed=5)\nprint(s)\n"
+    local = jampi_dsl.session(executor="local").run_text(text)["s"]
+    js = jampi_dsl.session(conf={"jampi.local.maxBytes": str(1200 * 1100 * 8 // 4)})  # A is made by the tasks
+    from jampi_dsl.api import plan_source
+
+    plan = plan_source(text, "<t>", None, js.resources)
+    assert any(getattr(step.node, "operator", None) == "svd" and step.method == "spark" for step in plan.steps)
+    np.testing.assert_allclose(js.run_text(text)["s"], local, rtol=1e-9)

@@ -15,12 +15,10 @@ from functools import partial
 
 import numpy as np
 
+from ..planner.linalg import Sketch
 from . import factortasks as ft
 from .distributed import DistMatrix, zip_block_rdds
 from .holdings import hold
-
-OVERSAMPLE = 10  # svd(A, k=): columns of the sketch beyond k
-POWER_ITERATIONS = 4  # passes that sharpen a slowly decaying spectrum
 
 
 def panels(a: DistMatrix) -> DistMatrix:
@@ -76,15 +74,17 @@ def _transposed_times(p: DistMatrix, q: DistMatrix, dtype: np.dtype) -> np.ndarr
     return np.sum(parts, axis=0)
 
 
-def randomized_svd(a: DistMatrix, dtype: np.dtype, k: int, seed: int = 0):
+def randomized_svd(a: DistMatrix, dtype: np.dtype, k: int, sketch: Sketch):
+    """The driver's randomized_svd (planner.linalg) with A's products done by the tasks: the
+    same test matrix from the same seed, so the two agree to rounding."""
     import scipy.linalg
 
     p = panels(a)
     m, n = a.shape
-    width = min(n, m, k + OVERSAMPLE)
-    z = np.random.default_rng(seed).standard_normal((n, width)).astype(dtype)
+    width = min(n, m, k + sketch.oversample)
+    z = np.random.default_rng(sketch.seed).standard_normal((n, width)).astype(dtype)
     y = _times(p, z, dtype)
-    for _ in range(POWER_ITERATIONS):
+    for _ in range(sketch.iters):
         q, _ = tsqr(y.persist(), dtype)
         z, _ = scipy.linalg.qr(_transposed_times(p, q, dtype), mode="economic", check_finite=False)
         y = _times(p, z.astype(dtype), dtype)

@@ -199,10 +199,11 @@ class LocalExecutor(Executor):
     @handles(ir.Factor)
     def factor(self, node: ir.Factor, inputs, ctx):
         # The parts of one factorisation (Q and R of one qr) are computed once per run.
-        key = (node.operator, node.x.uid, node.k)
+        key = (node.operator, node.x.uid, node.k, node.sketch)
         parts = self._factored.get(key)
         if parts is None:
-            parts = self._factored[key] = linalg.compute(node.operator, [sparse.dense(x) for x in inputs], node.k)
+            parts = self._factored[key] = linalg.compute(node.operator, [sparse.dense(x) for x in inputs], node.k,
+                                                         node.sketch)
         return parts[node.part]
 
     @handles(ir.Input)

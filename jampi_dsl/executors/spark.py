@@ -170,14 +170,14 @@ class SparkExecutor(Executor):
         from . import factorize
 
         memo = self.__dict__.setdefault("_factored", {})
-        key = (node.operator, node.x.uid, node.k)
+        key = (node.operator, node.x.uid, node.k, node.sketch)
         parts = memo.get(key)
         if parts is None:
             a, dtype = as_dist(inputs[0], ctx), np.dtype(node.type.dtype)
             if node.operator == "qr":
                 parts = factorize.qr(a, dtype)
-            elif linalg.distributed_svd_is_randomized(a.shape, node.k):
-                parts = factorize.randomized_svd(a, dtype, node.k)
+            elif linalg.svd_is_randomized(a.shape, node.k):
+                parts = factorize.randomized_svd(a, dtype, node.k, node.sketching)
             else:
                 parts = factorize.thin_svd(a, dtype, node.k)
             memo[key] = parts

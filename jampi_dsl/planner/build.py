@@ -20,6 +20,7 @@ from .blocks import BlockStatements, register
 from .graph import Program
 from .inputs import MAX_DIMENSION, inspect_input
 from .linalg import FUNCTIONS as LINALG
+from .linalg import Sketch
 from .outputs import output_format
 
 
@@ -80,7 +81,8 @@ FUNCTIONS: dict[str, Signature] = {
     **{op.name: Signature(("x", "y", "z")[: op.arity] if op.arity < 3 else ("c", "a", "b"), {})
        for op in ops.FUNCTIONS.values()},
     # linear algebra (jampi_dsl.planner.linalg)
-    **{f.name: Signature(("a", "b")[: f.inputs] if f.inputs == 2 else ("x",), {"k": None} if f.takes_k else {})
+    **{f.name: Signature(("a", "b")[: f.inputs] if f.inputs == 2 else ("x",),
+                         {"k": None, "oversample": None, "iters": None, "seed": None} if f.takes_k else {})
        for f in LINALG.values()},
     "save": Signature(("x", "path"), {"format": None, "form": None}),
     "print": Signature((), {}, variadic=True),
@@ -256,8 +258,20 @@ class Builder(BlockStatements):
         args = self._bind_args(call)
         x = self._matrix_or_scalar(args["x"], call.args[0].span if call.args else call.span)
         k = None if args.get("k") is None else self._whole(args["k"], "k", minimum=1)
+        sketch = self._sketch(call, args, k)
         for part, (name, span) in enumerate(zip(stmt.names, stmt.name_spans, strict=True)):
-            self._bind(name, ir.Factor(call.name, x, part=part, k=k, span=call.span), span)
+            self._bind(name, ir.Factor(call.name, x, part=part, k=k, sketch=sketch, span=call.span), span)
+
+    def _sketch(self, call: ast.Call, args: dict[str, Any], k: int | None) -> Sketch | None:
+        """svd(A, k=, oversample=, iters=, seed=): how the randomized SVD sketches A."""
+        given = {name: args[name] for name in ("oversample", "iters", "seed") if args.get(name) is not None}
+        if not given:
+            return None
+        if k is None:
+            name = next(iter(given))
+            raise ArgumentError(f"{name}= tunes the randomized svd(A, k=...): give k too",
+                                next(kw.span for kw in call.keywords if kw.name == name))
+        return Sketch(**{name: self._whole(value, name, minimum=0) for name, value in given.items()})
 
     def _expr_statement(self, stmt: ast.ExprStmt) -> None:
         expr = stmt.expr

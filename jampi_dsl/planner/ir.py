@@ -17,6 +17,7 @@ from .. import ops
 from ..errors import ShapeError, Span
 from . import sparsity
 from .linalg import FUNCTIONS as LINALG
+from .linalg import Sketch
 from .types import FLOAT_DTYPES, OUTPUT, SCALAR, Type, dense_type, join_dtype, matrix_type  # noqa: F401
 
 _ids = itertools.count()
@@ -459,9 +460,14 @@ class Factor(Node):
     x: Node
     part: int = 0
     k: int | None = None
+    sketch: Sketch | None = None  # svd(A, k=, oversample=, iters=, seed=) when randomized
 
     def infer(self) -> Type:
         return _linalg_type(self, self.operator, (self.x,), self.part, self.k)
+
+    @property
+    def sketching(self) -> Sketch:
+        return self.sketch or Sketch()
 
     def attrs(self) -> dict[str, Any]:
         out: dict[str, Any] = {"operator": self.operator}
@@ -469,6 +475,8 @@ class Factor(Node):
             out["part"] = LINALG[self.operator].parts[self.part]
         if self.k is not None:
             out["k"] = self.k
+        if self.sketch is not None:
+            out["sketch"] = self.sketch
         return out
 
 

@@ -126,7 +126,35 @@ def _qr(a):
     return q, r
 
 
-def _svd(a, k=None):
+@dataclass(frozen=True)
+class Sketch:
+    """How ``svd(A, k=)`` sketches A when it is randomized (Halko, Martinsson and Tropp): an
+    n x (k + oversample) Gaussian test matrix drawn from ``seed``, then ``iters`` power
+    iterations, each re-orthonormalised by QR."""
+
+    oversample: int = 10
+    iters: int = 4
+    seed: int = 0
+
+
+def randomized_svd(a: np.ndarray, k: int, sketch: Sketch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    qr = _lapack().qr
+    m, n = a.shape
+    width = min(m, n, k + sketch.oversample)
+    y = a @ np.random.default_rng(sketch.seed).standard_normal((n, width)).astype(a.dtype)
+    for _ in range(sketch.iters):
+        q, _ = qr(y, mode="economic", check_finite=False)
+        z, _ = qr(a.T @ q, mode="economic", check_finite=False)
+        y = a @ z
+    q, _ = qr(y, mode="economic", check_finite=False)
+    u_b, s, vt = _lapack().svd(q.T @ a, full_matrices=False, check_finite=False, lapack_driver="gesdd")
+    u = q @ u_b[:, :k]
+    return np.ascontiguousarray(u), s[:k, None].astype(a.dtype, copy=False), np.ascontiguousarray(vt[:k])
+
+
+def _svd(a, k=None, sketch=None):
+    if svd_is_randomized(a.shape, k):
+        return randomized_svd(a, k, sketch or Sketch())
     u, s, vt = _lapack().svd(a, full_matrices=False, check_finite=False, lapack_driver="gesdd")
     k = s.size if k is None else k
     return np.ascontiguousarray(u[:, :k]), s[:k, None].astype(a.dtype, copy=False), np.ascontiguousarray(vt[:k])
@@ -155,16 +183,17 @@ FUNCTIONS: dict[str, LinalgFunction] = {f.name: f for f in (
 )}
 
 
-EXACT_SVD_MAX_COLUMNS = 1000  # a distributed svd(A, k=) of a wider A is randomized
+EXACT_SVD_MAX_COLUMNS = 1000  # svd(A, k=) of a wider A is randomized
 
 
-def distributed_svd_is_randomized(shape: tuple[int, int], k: int | None) -> bool:
-    """On Spark, ``svd(A, k=)`` is exact (TSQR, then LAPACK on R) while A's R factor is small;
-    past that, the randomized range finder (approximate where the spectrum is flat)."""
+def svd_is_randomized(shape: tuple[int, int], k: int | None) -> bool:
+    """``svd(A, k=)`` is exact (LAPACK; on Spark TSQR, then LAPACK on R) while A is tall and
+    narrow; past that, on the driver as on Spark, the randomized range finder, which costs
+    O(m n k) instead of O(m n min(m, n)) and is accurate where the spectrum decays."""
     return k is not None and k < min(shape) and (shape[1] > EXACT_SVD_MAX_COLUMNS or shape[0] < shape[1])
 
 
-def compute(name: str, arrays: list[np.ndarray], k: int | None) -> tuple[np.ndarray, ...]:
+def compute(name: str, arrays: list[np.ndarray], k: int | None, sketch: Sketch | None = None) -> tuple[np.ndarray, ...]:
     """Every result of ``name`` over driver-side arrays (LAPACK errors propagate: singular,
     not positive definite)."""
     declared = FUNCTIONS[name]
@@ -172,5 +201,5 @@ def compute(name: str, arrays: list[np.ndarray], k: int | None) -> tuple[np.ndar
     arrays = [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
     with warnings.catch_warnings():  # an ill-conditioned input is the user's to judge, not a warning
         warnings.simplefilter("ignore")
-        out = declared.kernel(*arrays, k) if declared.takes_k else declared.kernel(*arrays)
+        out = declared.kernel(*arrays, k, sketch) if declared.takes_k else declared.kernel(*arrays)
     return tuple(np.asarray(x, dtype=dtype) for x in out)

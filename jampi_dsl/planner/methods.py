@@ -18,7 +18,7 @@ from . import ir
 from .cost import CALIBRATION as K
 from .cost import Estimate, Resources, io_bytes, node_flops
 from .grid import choose_grid, default_q
-from .linalg import distributed_svd_is_randomized
+from .linalg import svd_is_randomized
 
 
 @dataclass(frozen=True)
@@ -257,8 +257,8 @@ def _distributed_factor_rejects(node: ir.Factor, resources: Resources) -> str | 
     """qr and the thin svd by TSQR gather every row panel's n x n R on the driver; svd(A, k=)
     (randomized) only n x (k + 10) sketches."""
     m, n = node.x.type.shape
-    if node.operator == "svd" and distributed_svd_is_randomized((m, n), node.k):
-        width = min(m, n, node.k + 10)
+    if node.operator == "svd" and svd_is_randomized((m, n), node.k):
+        width = min(m, n, node.k + node.sketching.oversample)
         if 8 * n * width * 4 > resources.broadcast_max:
             return f"randomized svd ships {_gib(8 * n * width)} sketches, over the broadcast limit"
         return None

@@ -20,7 +20,7 @@ from .cost import Estimate, Resources
 from .graph import Program
 from .grid import cdiv
 from .lifetimes import Lifetime, lifetimes
-from .linalg import distributed_svd_is_randomized
+from .linalg import svd_is_randomized
 from .methods import ALL as ALL_METHODS
 from .methods import (
     DISTRIBUTED,
@@ -201,6 +201,10 @@ def _non_product_step(node: ir.Node, resources: Resources, placed: dict[int, str
         raise PlanError(f"no method can run this {node.op} ({node.type}): local: {why_not}; "
                         f"spark: {SPARK.rejects(node, resources) or 'not placed'}", node.span)
     reason = "on the driver: its inputs are local" if node.children else "on the driver"
+    if isinstance(node, ir.Factor) and node.operator == "svd" and svd_is_randomized(node.x.type.shape, node.k):
+        s = node.sketching
+        reason += (f"; randomized SVD: an n x (k+{s.oversample}) sketch (seed {s.seed}), {s.iters} power "
+                   "iterations re-orthonormalised by QR")
     return Step(node, "local", reason, LOCAL.estimate(node, resources))
 
 
@@ -214,8 +218,10 @@ _ALGORITHMS = {  # what a distributed linear-algebra step does, for explain
 
 def _algorithm(node: ir.Node) -> str:
     if isinstance(node, ir.Factor) and node.operator == "svd" and \
-            distributed_svd_is_randomized(node.x.type.shape, node.k):
-        return "; randomized SVD: an n x (k+10) sketch, 4 power iterations re-orthonormalised by TSQR"
+            svd_is_randomized(node.x.type.shape, node.k):
+        s = node.sketching
+        return (f"; randomized SVD: an n x (k+{s.oversample}) sketch (seed {s.seed}), {s.iters} power "
+                "iterations re-orthonormalised by TSQR")
     if isinstance(node, ir.LINALG_NODES):
         return _ALGORITHMS.get(node.operator, "")
     return ""
