@@ -366,3 +366,25 @@ def test_a_big_carried_matrix_is_kept_in_shared_memory_and_removed(spark):
     np.testing.assert_allclose(values["v"], v, rtol=1e-10)
     assert kept and kept[0] is not None and ".jampi-" in kept[0]
     assert not glob.glob(kept[0]) and not glob.glob(f"/dev/shm/.kept.npy.jampi-{__import__('os').getpid()}-*")
+
+
+def test_and_or_short_circuit_in_every_place_a_condition_goes():
+    """The right side of and/or runs only when the left does not decide: a guarded index with
+    the guard false never reads out of range, in if / else if, while, assignments, print,
+    and a user function's body."""
+    js = jampi_dsl.session(executor="local")
+    text = (
+        "X = ones(3, 2) * 2\ni = sum(X) / 2 + 2\n"                  # i = 8, known only at run time
+        "a = i < 3 and X[i, 0] > 0\nb = i > 3 or X[i, 0] > 0\n"
+        "if i > 9 {\n  c = 1\n} else if i < 3 and X[i, 0] > 0 {\n  c = 2\n} else {\n  c = 3\n}\n"
+        "k = 0\nwhile k < 3 and X[k, 1] > 1 {\n  k = k + 1\n}\n"
+        "def first_positive(M, j) {\n  return j < nrow(M) and M[j, 0] > 0\n}\n"
+        "d = first_positive(X, i)\n"
+        "print(a)\nprint(b)\nprint(c)\nprint(k)\nprint(d)\nprint(not (i < 3 and X[i, 0] > 0))\n"
+    )
+    values = js.run_text(text)
+    assert (values["a"], values["b"], values["c"], values["k"], values["d"]) == (0.0, 1.0, 3.0, 3.0, 0.0)
+    assert values["not (i < 3 and X[i, 0] > 0)"] == 1.0
+    # and both sides run when the left side does not decide
+    assert js.run_text("X = ones(3, 2)\ni = sum(X) / 6\nprint(i < 3 and X[i, 0] > 0)\n")[
+        "i < 3 and X[i, 0] > 0"] == 1.0

@@ -22,6 +22,7 @@ from .inputs import MAX_DIMENSION, inspect_input
 from .linalg import FUNCTIONS as LINALG
 from .linalg import Sketch
 from .outputs import output_format
+from .short_circuit import short_circuit
 
 
 @dataclass(frozen=True)
@@ -811,7 +812,7 @@ def build(
         name = program.source.name
         base_dir = str(Path(name).parent.resolve()) if not name.startswith("<") else os.getcwd()
     with paused_gc():
-        return Builder(program, overrides or {}, base_dir).build()
+        return Builder(short_circuit(program, frozenset(FUNCTIONS)), overrides or {}, base_dir).build()
 
 
 register({
