@@ -78,7 +78,7 @@ import jampi_dsl
 from jampi_dsl.api import _param_values, plan_source
 from jampi_dsl.executors.base import RunContext
 from jampi_dsl.executors.blockgen import generate
-from jampi_dsl.executors.runner import execute
+from jampi_dsl.executors.flow import execute
 from jampi_dsl.planner import ir
 from jampi_dsl.planner.flow import Branch, Loop, Segment
 from jampi_dsl.planner.methods import DISTRIBUTED

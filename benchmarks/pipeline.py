@@ -27,7 +27,7 @@ import jampi_dsl
 from jampi_dsl.api import plan_source, resources_for
 from jampi_dsl.executors.base import RunContext
 from jampi_dsl.executors.blockgen import generate
-from jampi_dsl.executors.runner import execute
+from jampi_dsl.executors.flow import execute
 from jampi_dsl.session import spark_for_plans
 
 STATEMENTS_PER_ITERATION = 7  # the CG loop body below

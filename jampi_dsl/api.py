@@ -19,7 +19,8 @@ import scipy.sparse as scipy_sparse
 from . import ops, sparse
 from .errors import InputError, ResolveError
 from .executors.base import RunContext
-from .executors.runner import RunResult, execute
+from .executors.flow import execute
+from .executors.runner import RunResult
 from .gcpause import paused_gc
 from .grammar.parser import parse, parse_file
 from .planner import explain as explain_mod

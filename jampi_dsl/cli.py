@@ -32,7 +32,8 @@ from rich.text import Text
 from . import __version__, api, sparse
 from .errors import JampiError, ResolveError
 from .executors.base import RunContext
-from .executors.runner import RunResult, execute, node_name, short_name
+from .executors.flow import execute
+from .executors.runner import RunResult, node_name, short_name
 from .planner import explain as explain_mod
 from .planner import ir
 from .planner.build import ParamValue, parse_param_override

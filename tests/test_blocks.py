@@ -325,7 +325,7 @@ def test_api_indexing_and_region_replacement():
 def test_progress_sees_each_iteration_and_the_condition_scalars():
     from jampi_dsl.cli import loop_status
     from jampi_dsl.executors.base import RunContext
-    from jampi_dsl.executors.runner import execute
+    from jampi_dsl.executors.flow import execute
 
     plan = plan_source("diff = 1\nk = 0\nwhile diff > 1e-3 {\n    diff = diff / 10\n    k = k + 1\n}\nprint(k)\n", "<p>")
     seen = []

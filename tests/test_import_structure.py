@@ -20,14 +20,7 @@ PACKAGE = "jampi_dsl"
 
 # Lazy imports that still close a cycle, each in modules being reworked elsewhere. Remove an
 # entry once its cycle is gone (test_known_cycle_edges_still_exist says when).
-KNOWN_CYCLE_EDGES = {
-    # blocks imports build's RESERVED inside _def; build imports blocks at the top.
-    ("jampi_dsl.planner.blocks", "jampi_dsl.planner.build"),
-    # execute hands a FlowPlan to flow.execute_flow; flow imports runner at the top.
-    ("jampi_dsl.executors.runner", "jampi_dsl.executors.flow"),
-    # LocalExecutor.input collects a kept DistMatrix with spark.to_local; spark imports local.
-    ("jampi_dsl.executors.local", "jampi_dsl.executors.spark"),
-}
+KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()  # none left
 
 # PySpark attributes (and modules) that are no public API: only the adapter may use them.
 PYSPARK_INTERNALS = {

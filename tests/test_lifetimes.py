@@ -22,7 +22,7 @@ from jampi_dsl.cli import main
 from jampi_dsl.errors import ExecutionError
 from jampi_dsl.executors.base import RunContext
 from jampi_dsl.executors.blockgen import generate
-from jampi_dsl.executors.runner import execute
+from jampi_dsl.executors.flow import execute
 
 
 def _persistent_rdds(spark) -> set[int]:
@@ -149,7 +149,7 @@ from benchmarks.pipeline import cg_numpy, cg_program
 from jampi_dsl.api import plan_source, resources_for
 from jampi_dsl.errors import ExecutionError
 from jampi_dsl.executors.base import RunContext
-from jampi_dsl.executors.runner import execute
+from jampi_dsl.executors.flow import execute
 from jampi_dsl.session import spark_for_plans
 
 killed = []

@@ -379,3 +379,49 @@ def test_from_spark_coordinates_stay_sparse_and_to_spark_writes_non_zeros(spark)
     for row in out.collect():
         back[row.i, row.j] = row.v
     np.testing.assert_array_equal(back, 2 * X.toarray())
+
+
+def test_etl_example_runs_sparse_on_the_standalone_cluster(standalone_cluster, tmp_path):
+    """The ETL example under spark-submit on the real cluster: the ratings stay sparse from the
+    Parquet file on (the plan says so), and the outputs match SciPy's."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    import pyspark
+
+    from jampi_dsl.api import plan_file
+
+    etl = Path(__file__).resolve().parent.parent / "examples" / "etl"
+    work = tmp_path / "etl"
+    shutil.copytree(etl, work, ignore=shutil.ignore_patterns("data", "out"))
+    subprocess.run([sys.executable, str(work / "make_data.py"), "--users", "3000", "--items", "700",
+                    "--ratings", "40000", "--features", "16"], check=True, capture_output=True, timeout=120)
+    plan = plan_file(work / "etl.lin")
+    ratings = next(s.node for s in plan.steps if s.node.op == "load" and "ratings" in s.node.path)
+    assert ratings.type.is_sparse and ratings.type.nnz == 40000
+    submit = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")
+    entry = Path(jampi_dsl.__file__).with_name("__main__.py")
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+               SPARK_LOCAL_IP="127.0.0.1", SPARK_HOME=os.path.dirname(pyspark.__file__))
+    result = subprocess.run(
+        [submit, "--master", standalone_cluster, "--conf", "spark.driver.host=127.0.0.1",
+         "--conf", "spark.driver.bindAddress=127.0.0.1", str(entry), "run", str(work / "etl.lin"),
+         "--executor", "cannon", "--quiet"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=work)
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = pq.read_table(work / "data" / "ratings.parquet")
+    R = sp.csr_array((table.column("v").to_numpy(), (table.column("i").to_numpy(), table.column("j").to_numpy())),
+                     shape=(3000, 700))
+    F = np.stack(pq.read_table(work / "data" / "item_features.parquet").column("row").to_pylist())
+    P = R @ F / 5
+    rows = pq.read_table(work / "out" / "profiles.parquet")
+    got = np.zeros_like(P)
+    got[rows.column("i").to_numpy()] = np.stack(rows.column("row").to_pylist())
+    np.testing.assert_allclose(got, P, rtol=1e-12, atol=1e-12)
+    gram = pq.read_table(work / "out" / "feature_gram.parquet")
+    S = np.zeros((16, 16))
+    S[gram.column("i").to_numpy(), gram.column("j").to_numpy()] = gram.column("v").to_numpy()
+    np.testing.assert_allclose(S, P.T @ P, rtol=1e-10, atol=1e-9)
+    printed = float(result.stdout.split("s = ")[1].split()[0])
+    assert printed == pytest.approx(np.linalg.norm(P) / np.abs(R).sum(), rel=1e-12)

@@ -22,7 +22,7 @@ from jampi_dsl.executors.base import RunContext
 from jampi_dsl.executors.blockgen import generate
 from jampi_dsl.executors.cannon import CannonConfig, cannon_matmul
 from jampi_dsl.executors.distributed import DistMatrix
-from jampi_dsl.executors.runner import execute
+from jampi_dsl.executors.flow import execute
 from jampi_dsl.executors.sources import GeneratorSource
 
 FAST = CannonConfig(timeout=20, handshake_timeout=5)

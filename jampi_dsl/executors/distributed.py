@@ -456,6 +456,13 @@ class DistMatrix:
     def sum(self) -> float:
         return self._reduce("sum")
 
+    def to_driver(self) -> np.ndarray:
+        """The whole matrix on the driver: made there while it is still a recipe (no job), else
+        collected."""
+        if self.source is not None and not self.is_cached:
+            return self.source.region((0, self.shape[0]), (0, self.shape[1]))
+        return self.to_numpy()
+
     def count_nonzero(self) -> float:
         return self._reduce("nnz")
 

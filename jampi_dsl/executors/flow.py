@@ -1,4 +1,5 @@
-"""Runs a program with blocks (a :class:`~jampi_dsl.planner.flow.FlowPlan`): its
+"""Runs a plan: :func:`execute` takes a straight-line plan to the runner, and
+interprets a program with blocks (a :class:`~jampi_dsl.planner.flow.FlowPlan`): its
 segments in the order its loops and branches say, values passed between them
 by slot.
 
@@ -11,14 +12,42 @@ branch come to the driver for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from threadpoolctl import threadpool_limits
 
 from ..errors import ExecutionError
 from ..planner.flow import Branch, BreakItem, FlowPlan, Loop, Segment
+from ..planner.physical import PhysicalPlan, Step
 from .base import RunContext
 from .runner import RunResult, _release, run_steps
+
+
+def execute(
+    plan: PhysicalPlan | FlowPlan,
+    ctx: RunContext | None = None,
+    *,
+    on_start: Callable[[Step], None] | None = None,
+    on_done: Callable[[Step, float], None] | None = None,
+    on_loop: Callable[[Any, int, dict], None] | None = None,
+) -> RunResult:
+    """Run ``plan``. Every value is dropped, and what its step keeps on Spark released, right
+    after the step the plan names (``Step.lifetime``); whatever is left is released at the end,
+    whether the run succeeded or not."""
+    ctx = ctx or RunContext()
+    if not isinstance(plan, PhysicalPlan):  # a program with loops or branches (planner.flow.FlowPlan)
+        return execute_flow(plan, ctx, on_start=on_start, on_done=on_done, on_loop=on_loop)
+    result = RunResult(outputs=ctx.outputs)
+    try:
+        with threadpool_limits(limits=ctx.blas_threads):
+            run_steps(plan, ctx, result, on_start, on_done)
+    except BaseException:
+        ctx.staged.discard()
+        raise
+    ctx.staged.commit()
+    return result
+
 
 
 class _Break(Exception):

@@ -209,10 +209,8 @@ class LocalExecutor(Executor):
     @handles(ir.Input)
     def input(self, node: ir.Input, inputs, ctx: RunContext):
         value = ctx.env[node.slot]
-        if hasattr(value, "rdd"):  # kept on the executors by an earlier segment; this step wants it here
-            from .spark import to_local
-
-            value = to_local(value)
+        if hasattr(value, "to_driver"):  # a DistMatrix kept on the executors by an earlier segment
+            value = value.to_driver()
         return value
 
     @handles(ir.Index)

@@ -11,8 +11,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from threadpoolctl import threadpool_limits
-
 from ..errors import ExecutionError, JampiError
 from ..planner import ir
 from ..planner.graph import describe
@@ -89,33 +87,6 @@ def short_name(plan: PhysicalPlan, step: Step) -> str:
         return f"{names[node.uid]} = {op}"
     args = ", ".join(names.get(c.uid) or getattr(c, "name", "") or c.op for c in node.children)
     return f"{op}({args})"
-
-
-def execute(
-    plan: PhysicalPlan,
-    ctx: RunContext | None = None,
-    *,
-    on_start: Callable[[Step], None] | None = None,
-    on_done: Callable[[Step, float], None] | None = None,
-    on_loop: Callable[[Any, int, dict], None] | None = None,
-) -> RunResult:
-    """Run ``plan``. Every value is dropped, and what its step keeps on Spark released, right
-    after the step the plan names (``Step.lifetime``); whatever is left is released at the end,
-    whether the run succeeded or not."""
-    ctx = ctx or RunContext()
-    if not isinstance(plan, PhysicalPlan):  # a program with loops or branches (planner.flow.FlowPlan)
-        from .flow import execute_flow
-
-        return execute_flow(plan, ctx, on_start=on_start, on_done=on_done, on_loop=on_loop)
-    result = RunResult(outputs=ctx.outputs)
-    try:
-        with threadpool_limits(limits=ctx.blas_threads):
-            run_steps(plan, ctx, result, on_start, on_done)
-    except BaseException:
-        ctx.staged.discard()
-        raise
-    ctx.staged.commit()
-    return result
 
 
 def run_steps(plan: PhysicalPlan, ctx: RunContext, result: RunResult, on_start=None, on_done=None) -> dict:

@@ -68,12 +68,7 @@ def as_dist(value: Any, ctx: RunContext, like: DistMatrix | None = None) -> Dist
 
 def to_local(value: Any) -> Any:
     _not_written(value)
-    if isinstance(value, DistMatrix):
-        if value.source is not None and not value.is_cached:
-            # Still a recipe: make it here rather than run a job and collect it.
-            return value.source.region((0, value.shape[0]), (0, value.shape[1]))
-        return value.to_numpy()
-    return value
+    return value.to_driver() if isinstance(value, DistMatrix) else value
 
 
 def _shape_of(value: Any) -> tuple[int, int]:

@@ -33,6 +33,7 @@ from .liveness import (
     statement_expressions,
     walk,
 )
+from .signatures import RESERVED
 
 
 @dataclass
@@ -352,8 +353,6 @@ class BlockStatements:
         raise ResolveError(f"recursion is not allowed: {path}", graph.edges[cycle[-1]]["span"])
 
     def _def(self, stmt: ast.Def) -> None:
-        from .build import RESERVED
-
         if id(stmt) not in self.top_defs:
             raise ResolveError("functions are defined at the top level of a program", stmt.span)
         if stmt.name in RESERVED:
