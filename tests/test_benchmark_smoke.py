@@ -167,3 +167,19 @@ def test_rel_error_is_a_real_check():
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([os.path.abspath(__file__), "-q"]))
+
+
+def test_sparse_benchmark_compares_equal_answers(spark, tmp_path):
+    """benchmarks/sparse_matrices.py at a toy size: jampi, SciPy and MLlib agree before they are timed."""
+    from benchmarks import sparse_matrices as bench
+
+    args = bench.parse_args(["--nodes", "5000", "--edges", "40000", "--iterations", "3", "--users", "2000",
+                             "--items", "500", "--ratings", "20000", "--features", "8", "--mllib-iterations", "1",
+                             "--mllib-block", "2500"])
+    report: dict = {}
+    bench.part_pagerank(args, spark.sparkContext, spark, tmp_path, report)
+    bench.part_ratings(args, spark.sparkContext, spark, tmp_path, report)
+    pr, rt = report["pagerank"], report["ratings"]
+    assert pr["max_difference"] <= 1e-15 and pr["mllib_max_difference"] <= 1e-15, pr
+    assert rt["max_difference"] <= 1e-12 and rt["mllib_max_difference"] <= 1e-9, rt
+    assert "| MLlib BlockMatrix.multiply" in bench.markdown(report)

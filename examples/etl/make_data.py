@@ -50,6 +50,25 @@ def ratings_table(users: int, items: int, count: int, seed: int = 42) -> tuple[n
     return np.divmod(pairs, items)
 
 
+def write_data(users: int, items: int, count: int, features: int, out: Path) -> None:
+    """ratings.parquet (coordinate form, sorted by user then item) and item_features.parquet (rows)."""
+    rng = np.random.default_rng(7)
+    out.mkdir(parents=True, exist_ok=True)
+    user_ids, item_ids = ratings_table(users, items, count)
+    schema = pa.schema([("i", pa.int64()), ("j", pa.int64()), ("v", pa.float64())],
+                       metadata={b"jampi.shape": f"{users},{items}".encode()})
+    with pq.ParquetWriter(out / "ratings.parquet", schema) as writer:
+        for start in range(0, count, CHUNK):
+            stop = min(count, start + CHUNK)
+            stars = rng.integers(1, 6, size=stop - start).astype(np.float64)
+            writer.write_table(pa.table({"i": user_ids[start:stop], "j": item_ids[start:stop], "v": stars},
+                                        schema=schema))
+    values = rng.standard_normal((items, features))
+    offsets = pa.array(np.arange(0, values.size + 1, features, dtype=np.int32))
+    rows = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
+    pq.write_table(pa.table({"i": np.arange(items, dtype=np.int64), "row": rows}), out / "item_features.parquet")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
@@ -59,23 +78,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "data")
     args = parser.parse_args()
     count = args.ratings if args.ratings is not None else args.users * args.items // 20
-    rng = np.random.default_rng(7)
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    users, items = ratings_table(args.users, args.items, count)
-    schema = pa.schema([("i", pa.int64()), ("j", pa.int64()), ("v", pa.float64())],
-                       metadata={b"jampi.shape": f"{args.users},{args.items}".encode()})
-    with pq.ParquetWriter(args.out / "ratings.parquet", schema) as writer:
-        for start in range(0, count, CHUNK):
-            stop = min(count, start + CHUNK)
-            stars = rng.integers(1, 6, size=stop - start).astype(np.float64)
-            writer.write_table(pa.table({"i": users[start:stop], "j": items[start:stop], "v": stars}, schema=schema))
-
-    features = rng.standard_normal((args.items, args.features))
-    offsets = pa.array(np.arange(0, features.size + 1, args.features, dtype=np.int32))
-    rows = pa.ListArray.from_arrays(offsets, pa.array(features.reshape(-1)))
-    pq.write_table(pa.table({"i": np.arange(args.items, dtype=np.int64), "row": rows}),
-                   args.out / "item_features.parquet")
+    write_data(args.users, args.items, count, args.features, args.out)
     print(f"wrote {count} ratings ({args.users} users x {args.items} items) and "
           f"{args.items} x {args.features} item features to {args.out}")
 
