@@ -747,7 +747,9 @@ class Session:
         for uid in keep:
             # A copy: the array handed to the caller is theirs to change.
             value = values[f"keep{uid}"]
-            self._kept[uid] = leaf_for(np.array(value, copy=True) if isinstance(value, np.ndarray) else value)
+            if isinstance(value, np.ndarray) or scipy_sparse.issparse(value):
+                value = value.copy()
+            self._kept[uid] = leaf_for(value)
         for lazy in wrappers:  # a kept value stands for its expression from now on: its history can go
             leaf = self._kept.get(lazy.node.uid)
             if leaf is not None and lazy._computed_from is None:

@@ -34,7 +34,9 @@ def conform(x: Any, storage: str, dtype: str) -> Any:
         out = x.tocsr() if sp.issparse(x) else sp.csr_array(np.asarray(x))
         if out.dtype != np.dtype(dtype):
             out = out.astype(dtype)
-        return out if isinstance(out, sp.sparray) else sp.csr_array(out)
+        out = out if isinstance(out, sp.sparray) else sp.csr_array(out)
+        out.eliminate_zeros()  # `S * 0` stores nothing: what is stored is what nnz() counts and saves write
+        return out
     out = x.toarray() if sp.issparse(x) else np.asarray(x)
     return out.astype(dtype, copy=False)
 
@@ -53,11 +55,11 @@ def elementwise(name: str, args: list[Any], sparse_result: bool) -> Any:
         return ops.apply(name, *[dense(a) for a in args])
     sparse_args = [a for a in args if sp.issparse(a)]
     if name == "*":
-        out = sparse_args[0]
-        for other in args:
-            if other is sparse_args[0]:
-                continue
-            out = out * other if isinstance(other, float | int) else out.multiply(other)
+        first = next(i for i, a in enumerate(args) if sp.issparse(a))
+        out = args[first]
+        for i, other in enumerate(args):  # by position: S * S has one object twice
+            if i != first:
+                out = out * other if isinstance(other, float | int) else out.multiply(other)
         return out
     if len(sparse_args) == 2:
         a, b = args

@@ -371,20 +371,35 @@ def test_a_big_carried_matrix_is_kept_in_shared_memory_and_removed(spark):
 def test_and_or_short_circuit_in_every_place_a_condition_goes():
     """The right side of and/or runs only when the left does not decide: a guarded index with
     the guard false never reads out of range, in if / else if, while, assignments, print,
-    and a user function's body."""
+    and the body of a user function with blocks (one without keeps its and/or eager, so it
+    can still be called inside an expression)."""
     js = jampi_dsl.session(executor="local")
     text = (
         "X = ones(3, 2) * 2\ni = sum(X) / 2 + 2\n"                  # i = 8, known only at run time
         "a = i < 3 and X[i, 0] > 0\nb = i > 3 or X[i, 0] > 0\n"
         "if i > 9 {\n  c = 1\n} else if i < 3 and X[i, 0] > 0 {\n  c = 2\n} else {\n  c = 3\n}\n"
         "k = 0\nwhile k < 3 and X[k, 1] > 1 {\n  k = k + 1\n}\n"
-        "def first_positive(M, j) {\n  return j < nrow(M) and M[j, 0] > 0\n}\n"
+        "def first_positive(M, j) {\n  ok = 0\n  if j < nrow(M) and M[j, 0] > 0 {\n    ok = 1\n  }\n"
+        "  return ok\n}\n"
         "d = first_positive(X, i)\n"
         "print(a)\nprint(b)\nprint(c)\nprint(k)\nprint(d)\nprint(not (i < 3 and X[i, 0] > 0))\n"
     )
     values = js.run_text(text)
     assert (values["a"], values["b"], values["c"], values["k"], values["d"]) == (0.0, 1.0, 3.0, 3.0, 0.0)
     assert values["not (i < 3 and X[i, 0] > 0)"] == 1.0
-    # and both sides run when the left side does not decide
-    assert js.run_text("X = ones(3, 2)\ni = sum(X) / 6\nprint(i < 3 and X[i, 0] > 0)\n")[
-        "i < 3 and X[i, 0] > 0"] == 1.0
+    # and the right side decides when the left does not, at the top level as in loops and functions
+    text = (
+        "Z = zeros(3, 2)\nj = sum(Z)\n"                           # j = 0: the guard holds, Z[j, 0] is 0
+        "e = j < 3 and Z[j, 0] > 0\nf = j > 3 or Z[j, 0] == 0\n"
+        "if j < 3 and Z[j, 0] > 0 {\n  g = 1\n} else {\n  g = 2\n}\n"
+        "def h(M, k) {\n  t = 0\n  if k < 3 and M[k, 0] == 0 {\n    t = 5\n  }\n  return t\n}\n"
+        "u = h(Z, j)\nprint(e)\nprint(f)\nprint(g)\nprint(u)\nprint(j < 3 and Z[j, 1] + 1)\n"
+    )
+    values = js.run_text(text)
+    assert (values["e"], values["f"], values["g"], values["u"]) == (0.0, 1.0, 2.0, 5.0)
+    assert values["j < 3 and Z[j, 1] + 1"] == 1.0
+    with pytest.raises(jampi_dsl.ShapeError, match="`or` combines scalar conditions"):
+        js.run_text("X = ones(3, 2)\ni = sum(X)\nprint(i < 0 or X[0:2, 0])\n")
+    # a function without blocks keeps its and/or, and may still be called inside an expression
+    assert js.run_text("def p(M, k) {\n  return k < 3 and M[k, 0] > 0\n}\nX = ones(3, 2)\n"
+                       "print(p(X, 1) + 1)\n")["p(X, 1) + 1"] == 2.0

@@ -425,3 +425,28 @@ def test_etl_example_runs_sparse_on_the_standalone_cluster(standalone_cluster, t
     np.testing.assert_allclose(S, P.T @ P, rtol=1e-10, atol=1e-9)
     printed = float(result.stdout.split("s = ")[1].split()[0])
     assert printed == pytest.approx(np.linalg.norm(P) / np.abs(R).sum(), rel=1e-12)
+
+
+def test_review_findings_stay_fixed(tmp_path):
+    """S * S of one object, values handed out are copies, S * 0 stores nothing, and malformed
+    sparse files are input errors."""
+    S = _operands("float64")["X"]
+    values = LOCAL.run_text("S = random(6, 6, density=0.3, seed=1)\nprint(sum(S * S))\nprint(sum(dense(S) * dense(S)))\n"
+                            "Z = S * 0\nprint(Z)\nprint(nnz(Z))\n")
+    assert values["sum(S * S)"] == pytest.approx(values["sum(dense(S) * dense(S))"], rel=1e-14)
+    assert values["Z"].nnz == 0 and values["nnz(Z)"] == 0
+    js = jampi_dsl.session(executor="local")
+    doubled = js.matrix(S) * 2
+    handed = js.compute(doubled)[0]
+    handed.data[:] = 100.0
+    assert float(doubled.sum()) == pytest.approx(2 * S.sum(), rel=1e-14)
+    bad = sp.csr_array((np.array([1.0, 2.0]), np.array([0, 5]), np.array([0, 1, 2])), shape=(2, 2))
+    sp.save_npz(tmp_path / "bad.npz", bad, compressed=False)
+    with pytest.raises(InputError, match="cannot read"):
+        LOCAL.run_text(f'A = load("{tmp_path}/bad.npz")\nprint(sum(A))\n')
+    (tmp_path / "dup.mtx").write_text("%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 1.0\n1 1 2.0\n")
+    with pytest.raises(InputError, match="twice"):
+        LOCAL.run_text(f'A = load("{tmp_path}/dup.mtx")\nprint(sum(A))\n')
+    (tmp_path / "big.mtx").write_text("%%MatrixMarket matrix coordinate real general\n2 2 1\n99999999999 1 1.0\n")
+    with pytest.raises(InputError):
+        LOCAL.run_text(f'A = load("{tmp_path}/big.mtx")\nprint(sum(A))\n')

@@ -85,17 +85,24 @@ def load_mtx(path: str, dtype: str, span: Span | None):
 
     try:
         value = scipy.io.mmread(path)
-    except (ValueError, OSError, IndexError) as err:
+    except (ValueError, OSError, IndexError, OverflowError) as err:
         raise InputError(f"cannot read {path}: {err}", span) from None
-    return sp.csr_array(value, dtype=dtype) if sp.issparse(value) else np.asarray(value, dtype=dtype)
+    if not sp.issparse(value):
+        return np.asarray(value, dtype=dtype)
+    coo = sp.coo_array(value)
+    out = sp.csr_array(coo, dtype=dtype)
+    if out.nnz != coo.nnz:  # SciPy sums a repeated entry; jampi reads it as an error, as in Parquet
+        raise InputError(f"{path}: an entry appears twice", span)
+    return out
 
 
 def load_npz(path: str, dtype: str, span: Span | None):
     try:
-        value = sp.load_npz(path)
-    except (ValueError, OSError, KeyError) as err:
+        value = sp.csr_array(sp.load_npz(path), dtype=dtype)
+        value.check_format(full_check=True)  # indices in range, pointers in order
+    except (ValueError, OSError, KeyError, IndexError) as err:
         raise InputError(f"cannot read {path}: {err}", span) from None
-    return sp.csr_array(value, dtype=dtype)
+    return value
 
 
 def write_npz(path: str, array) -> None:

@@ -17,7 +17,7 @@ def position(span) -> Position:
     return (span.line, span.column)
 
 
-def _expr_children(expr) -> tuple:
+def expression_children(expr) -> tuple:
     if isinstance(expr, ast.BinOp):
         return (expr.left, expr.right)
     if isinstance(expr, (ast.Neg, ast.Transpose, ast.Not)):
@@ -40,7 +40,7 @@ def expression_reads(expr) -> Iterable[ast.Var]:
         if isinstance(node, ast.Var):
             yield node
         else:
-            stack.extend(_expr_children(node))
+            stack.extend(expression_children(node))
 
 
 def calls(expr) -> Iterable[ast.Call]:
@@ -49,7 +49,7 @@ def calls(expr) -> Iterable[ast.Call]:
         node = stack.pop()
         if isinstance(node, ast.Call):
             yield node
-        stack.extend(_expr_children(node))
+        stack.extend(expression_children(node))
 
 
 def statement_expressions(stmt) -> tuple:

@@ -21,6 +21,7 @@ import itertools
 from dataclasses import fields, replace
 
 from ..grammar import ast
+from .liveness import expression_children, has_blocks, nested_blocks, statement_expressions
 
 
 class _Rewriter:
@@ -32,12 +33,33 @@ class _Rewriter:
 
     def may_fail(self, expr: ast.Expr) -> bool:
         """Whether evaluating ``expr`` can raise at run time: an index out of range, or a user
-        function (whose body may index)."""
-        if isinstance(expr, ast.Index):
-            return True
-        if isinstance(expr, ast.Call) and expr.name not in self.builtins:
-            return True
-        return any(self.may_fail(child) for child in _children(expr))
+        function (whose body may index). Iterative: expressions can be thousands deep."""
+        stack = [expr]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ast.Index) or (isinstance(node, ast.Call) and node.name not in self.builtins):
+                return True
+            stack.extend(expression_children(node))
+        return False
+
+    def anywhere(self, statements) -> bool:
+        """Whether any and/or in ``statements`` (function bodies included) needs the rewrite."""
+        pending = list(statements)
+        while pending:
+            stmt = pending.pop()
+            if isinstance(stmt, ast.Def):
+                pending.extend(stmt.body.statements)
+                continue
+            for block in nested_blocks(stmt):
+                pending.extend(block.statements)
+            for expr in statement_expressions(stmt):
+                stack = [expr]
+                while stack:
+                    node = stack.pop()
+                    if isinstance(node, ast.BinOp) and node.op in ("and", "or") and self.may_fail(node.right):
+                        return True
+                    stack.extend(expression_children(node))
+        return False
 
     def needs(self, expr: ast.Expr) -> bool:
         if isinstance(expr, ast.Not):
@@ -58,11 +80,15 @@ class _Rewriter:
         temp = f"%sc{next(self.names)}"
         left_stmts, left = self.lower(expr.left)
         right_stmts, right = self.lower(expr.right)
-        truth = lambda v: ast.BinOp(span, "!=", v, ast.Number(span, 0.0))  # noqa: E731 - 1.0 or 0.0, as and/or give
+        # The new statements sit, zero-width, just before the expression: the builder's liveness
+        # goes by text position, and the statement that reads the temporary must come after them
+        # (a block's "after" is one column past its end).
+        column = max(1, span.column - 1)
+        here = span._replace(column=column, end_line=span.line, end_column=column)
         guard = ast.Var(span, temp) if expr.op == "and" else ast.Not(span, ast.Var(span, temp))
-        inner = ast.Block((*right_stmts, ast.Assign(span, temp, truth(right), span)), span)
-        return [*left_stmts, ast.Assign(span, temp, truth(left), span),
-                ast.If(span, ((guard, inner),), None)], ast.Var(span, temp)
+        inner = ast.Block((*right_stmts, ast.Assign(here, temp, _truth(right), here)), here)
+        return [*left_stmts, ast.Assign(here, temp, _truth(left), here),
+                ast.If(here, ((guard, inner),), None)], ast.Var(span, temp)
 
     def hoist(self, node):
         """Statements for every and/or inside ``node`` (an expression, or a statement's fields)
@@ -114,7 +140,9 @@ class _Rewriter:
         if isinstance(stmt, ast.For):
             return [replace(stmt, body=self.block(stmt.body))]
         if isinstance(stmt, ast.Def):
-            return [replace(stmt, body=self.block(stmt.body))]
+            # A function without blocks may be called inside an expression: its and/or stay as
+            # they are rather than give it a branch that would forbid that.
+            return [replace(stmt, body=self.block(stmt.body))] if has_blocks(stmt.body.statements) else [stmt]
         if isinstance(stmt, ast.Param):
             return [stmt]
         before, new = self.hoist(stmt)
@@ -133,20 +161,15 @@ class _Rewriter:
         return [*before, ast.If(span, ((value, body),), orelse)]
 
 
-def _children(expr: ast.Expr):
-    for value in vars(expr).values():
-        if isinstance(value, ast.Expr):
-            yield value
-        elif isinstance(value, tuple):
-            for item in value:
-                if isinstance(item, ast.Expr):
-                    yield item
-                elif isinstance(item, ast.Keyword):
-                    yield item.value
+def _truth(value: ast.Expr) -> ast.Expr:
+    """1.0 or 0.0, as and/or give; ``or`` also refuses a matrix operand with its own message."""
+    return ast.BinOp(value.span, "or", value, ast.Number(value.span, 0.0))
 
 
 def short_circuit(program: ast.Program, builtins: frozenset[str]) -> ast.Program:
-    """``program`` with every ``and``/``or`` whose right side may fail evaluated lazily."""
+    """``program`` with every ``and``/``or`` whose right side may fail evaluated lazily (the
+    program itself when there is none, which is nearly always: checked without recursion)."""
     rewriter = _Rewriter(builtins)
-    statements = rewriter.statements(program.statements)
-    return program if next(rewriter.names) == 1 else replace(program, statements=tuple(statements))
+    if not rewriter.anywhere(program.statements):
+        return program
+    return replace(program, statements=tuple(rewriter.statements(program.statements)))
