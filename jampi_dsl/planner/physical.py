@@ -205,6 +205,8 @@ def _non_product_step(node: ir.Node, resources: Resources, placed: dict[int, str
         s = node.sketching
         reason += (f"; randomized SVD: an n x (k+{s.oversample}) sketch (seed {s.seed}), {s.iters} power "
                    "iterations re-orthonormalised by QR")
+    elif isinstance(node, ir.LINALG_NODES) and node.operator != "diag":
+        reason += "; LAPACK on the driver"
     return Step(node, "local", reason, LOCAL.estimate(node, resources))
 
 
