@@ -148,6 +148,23 @@ def mllib_sparse_blocks(sc, a: sp.csr_array, block: int):
     return matrix
 
 
+def _persistent(sc) -> set[int]:
+    from jampi_dsl import spark_internals
+
+    return {int(k) for k in spark_internals.java_context(sc).getPersistentRDDs().keySet()}
+
+
+def unpersist_since(sc, before: set[int]) -> None:
+    """MLlib's BlockMatrix caches its blocks' sizes (``blockInfo``) and never lets go: unpersist
+    what appeared since ``before`` so a later measurement starts clean."""
+    from jampi_dsl import spark_internals
+
+    rdds = spark_internals.java_context(sc).getPersistentRDDs()
+    for key in list(rdds.keySet()):
+        if int(key) not in before:
+            rdds.get(key).unpersist(True)
+
+
 def mllib_times(spark, matrix, dense: np.ndarray, block: int) -> np.ndarray:
     """``matrix @ dense`` by ``BlockMatrix.multiply``, ``dense`` cut into ``block``-row blocks, the
     result collected to the driver."""
@@ -208,6 +225,7 @@ def part_pagerank(args, sc, spark, folder: Path, report: dict) -> None:
     scipy_times, r = scipy_pagerank(a, args.iterations)
     out["scipy_per_iteration"] = statistics.median(scipy_times)
     out["max_difference"] = float(np.max(np.abs(run["values"]["r"] - r)))
+    persisted = _persistent(sc)
     try:
         p = a.multiply(1 / np.maximum(a.sum(axis=0), 1).reshape(1, -1)).tocsr()
         t0 = time.perf_counter()
@@ -227,6 +245,8 @@ def part_pagerank(args, sc, spark, folder: Path, report: dict) -> None:
         out["mllib_blas"] = mllib_blas(sc)
     except Exception as err:  # reported, not hidden: the row says MLlib failed and why
         out["mllib_error"] = f"{type(err).__name__}: {err}"[:300]
+    finally:
+        unpersist_since(sc, persisted)
     report["pagerank"] = out
 
 
@@ -270,6 +290,7 @@ def part_ratings(args, sc, spark, folder: Path, report: dict) -> None:
            "jampi_product": statistics.median(product_seconds[1:]), "jampi_load": statistics.median(load_seconds[1:]),
            "scipy_product": statistics.median(scipy_seconds[1:]),
            "max_difference": float(np.max(np.abs(value - want)))}
+    persisted = _persistent(sc)
     try:
         block = args.mllib_block
         m = mllib_sparse_blocks(sc, r, block)
@@ -284,6 +305,8 @@ def part_ratings(args, sc, spark, folder: Path, report: dict) -> None:
         out["mllib_max_difference"] = float(np.max(np.abs(got - want)))
     except Exception as err:
         out["mllib_error"] = f"{type(err).__name__}: {err}"[:300]
+    finally:
+        unpersist_since(sc, persisted)
     report["ratings"] = out
 
 

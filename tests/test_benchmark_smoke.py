@@ -177,9 +177,12 @@ def test_sparse_benchmark_compares_equal_answers(spark, tmp_path):
                              "--items", "500", "--ratings", "20000", "--features", "8", "--mllib-iterations", "1",
                              "--mllib-block", "2500"])
     report: dict = {}
+    before = {int(k) for k in spark.sparkContext._jsc.getPersistentRDDs().keySet()}
     bench.part_pagerank(args, spark.sparkContext, spark, tmp_path, report)
     bench.part_ratings(args, spark.sparkContext, spark, tmp_path, report)
     pr, rt = report["pagerank"], report["ratings"]
     assert pr["max_difference"] <= 1e-15 and pr["mllib_max_difference"] <= 1e-15, pr
     assert rt["max_difference"] <= 1e-12 and rt["mllib_max_difference"] <= 1e-9, rt
     assert "| MLlib BlockMatrix.multiply" in bench.markdown(report)
+    # MLlib's cached block sizes are released: later tests count persisted RDDs
+    assert {int(k) for k in spark.sparkContext._jsc.getPersistentRDDs().keySet()} == before
