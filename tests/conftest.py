@@ -115,52 +115,78 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             pass
 
 
+class Cluster:
+    """A Spark standalone master and its workers on 127.0.0.1, each in its own process group."""
+
+    def __init__(self, logs: Path, workers: int = WORKERS, cores: int = WORKER_CORES):
+        self.home = _spark_home()
+        self.logs = logs
+        logs.mkdir(parents=True, exist_ok=True)
+        self.env = dict(os.environ, SPARK_HOME=self.home, SPARK_LOCAL_IP="127.0.0.1",
+                        PYSPARK_PYTHON=sys.executable)
+        self.port, self.webui = _free_port(), _free_port()
+        self.url = f"spark://127.0.0.1:{self.port}"
+        self.master: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+        self.cores = cores
+        try:
+            self.master = self._launch("master", "org.apache.spark.deploy.master.Master", "--host",
+                                       "127.0.0.1", "--port", str(self.port), "--webui-port", str(self.webui))
+            for i in range(workers):
+                work = logs / f"worker{i}"
+                work.mkdir()
+                self.workers.append(self._launch(
+                    f"worker{i}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                    "--cores", str(cores), "--memory", "3g", "--webui-port", str(_free_port()),
+                    "--work-dir", str(work), self.url))
+            self._wait_up(workers)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self, name: str, *args: str) -> subprocess.Popen:
+        with open(self.logs / f"{name}.log", "wb") as log:
+            return subprocess.Popen(
+                [os.path.join(self.home, "bin", "spark-class"), *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # own process group, so teardown can kill it whole
+            )
+
+    @property
+    def procs(self) -> list[subprocess.Popen]:
+        return [p for p in [self.master, *self.workers] if p is not None]
+
+    def _wait_up(self, workers: int) -> None:
+        deadline = time.monotonic() + CLUSTER_START_TIMEOUT
+        while True:
+            state = _master_state(self.webui)
+            if state and state.get("aliveworkers", 0) >= workers and state.get("cores", 0) >= workers * self.cores:
+                return
+            dead = [p.args[1] for p in self.procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                tails = "\n".join(f"--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted(self.logs.glob("*.log")))
+                raise RuntimeError(f"standalone cluster did not come up (exited: {dead}); logs:\n{tails}")
+            time.sleep(0.5)
+
+    def kill_worker(self, i: int) -> None:
+        """SIGKILL worker ``i``'s JVM and the executor it launched (same process group)."""
+        os.killpg(self.workers[i].pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        _stop(self.procs)
+
+
 @pytest.fixture(scope="session")
 def standalone_cluster(tmp_path_factory):
     """A Spark standalone master with 2 workers (2 cores, 3g each) on 127.0.0.1; yields the master URL."""
-    home = _spark_home()
-    spark_class = os.path.join(home, "bin", "spark-class")
-    logs = tmp_path_factory.mktemp("spark-cluster")
-    env = dict(os.environ, SPARK_HOME=home, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
-    port, webui = _free_port(), _free_port()
-    url = f"spark://127.0.0.1:{port}"
-    procs: list[subprocess.Popen] = []
-
-    def launch(name: str, *args: str) -> None:
-        with open(logs / f"{name}.log", "wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [spark_class, *args],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # own process group, so teardown can kill it whole
-                )
-            )
-
+    cluster = Cluster(tmp_path_factory.mktemp("spark-cluster"))
     try:
-        launch("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-               "--port", str(port), "--webui-port", str(webui))
-        for i in range(WORKERS):
-            work = logs / f"worker{i}"
-            work.mkdir()
-            launch(f"worker{i}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                   "--cores", str(WORKER_CORES), "--memory", "3g", "--webui-port", str(_free_port()),
-                   "--work-dir", str(work), url)
-        deadline = time.monotonic() + CLUSTER_START_TIMEOUT
-        while True:
-            state = _master_state(webui)
-            if state and state.get("aliveworkers", 0) >= WORKERS and state.get("cores", 0) >= WORKERS * WORKER_CORES:
-                break
-            dead = [p.args[1] for p in procs if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                tails = "\n".join(f"--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted(logs.glob("*.log")))
-                raise RuntimeError(f"standalone cluster did not come up (exited: {dead}); logs:\n{tails}")
-            time.sleep(0.5)
-        yield url
+        yield cluster.url
     finally:
-        _stop(procs)
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

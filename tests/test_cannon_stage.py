@@ -658,3 +658,73 @@ def test_lost_slots_fail_within_the_timeout_with_a_verdict():
     with pytest.raises(ExecutionError, match="needs 4 task slots at once, the cluster now has 2"):
         _free_slots_wait(Context(), 4, timeout=1.5)
     assert 1.5 <= time.monotonic() - t0 < 5
+
+
+_KILL_CHILD = """
+import sys, time
+import numpy as np
+from jampi_dsl.errors import ExecutionError
+from jampi_dsl.session import get_spark, stop_spark
+from jampi_dsl.executors.cannon import CannonConfig, cannon_matmul
+from jampi_dsl.executors.sources import GeneratorSource
+
+spark = get_spark(sys.argv[1])
+try:
+    deadline = time.monotonic() + 60  # both executors registered, so the grid is 2x2
+    while spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sa, sb = GeneratorSource("normal", (64, 48), "float64", 1), GeneratorSource("normal", (48, 40), "float64", 2)
+    # Each task announces itself, then holds 30 s before its first peer connection:
+    # the parent kills a worker while the whole grid is mid-stage.
+    cfg = CannonConfig(timeout=float(sys.argv[3]), handshake_timeout=5, retries=2, announce_dir=sys.argv[2],
+                       connect_delay=30, notify=lambda line: print("NOTICE", line, flush=True))
+    try:
+        cannon_matmul(spark, sa, sb, config=cfg)
+        print("FINISHED", flush=True)
+    except ExecutionError as exc:
+        print("VERDICT", exc, flush=True)
+finally:
+    stop_spark()
+"""
+
+
+@pytest.mark.cluster
+def test_worker_killed_mid_stage_fails_with_a_verdict_in_bounded_time(tmp_path):
+    """Issue 20 item 6 on a real standalone cluster of its own (2 workers, 2 cores each):
+    one worker JVM and its executor are SIGKILLed while all four Cannon tasks wait mid-stage.
+    The product fails within about twice the timeout, saying what the grid needs and what is
+    left, instead of Spark's silent half hour of slot checks."""
+    import subprocess
+    import sys
+
+    from .conftest import Cluster
+
+    timeout = 10.0
+    cluster = Cluster(tmp_path / "logs")
+    try:
+        announce = tmp_path / "announce"
+        announce.mkdir()
+        child = subprocess.Popen(
+            [sys.executable, "-c", _KILL_CHILD, cluster.url, str(announce), str(timeout)],
+            env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1"), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while len(glob.glob(str(announce / "task-*-attempt-0"))) < 4:
+                assert child.poll() is None, child.communicate()
+                assert time.monotonic() < deadline, "the four tasks never started"
+                time.sleep(0.2)
+            cluster.kill_worker(1)
+            killed_at = time.monotonic()
+            out, err = child.communicate(timeout=6 * timeout + 60)
+            took = time.monotonic() - killed_at
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, 9)
+                child.communicate()
+        verdicts = [line for line in out.splitlines() if line.startswith("VERDICT")]
+        assert verdicts, f"no verdict\nstdout:\n{out}\nstderr:\n{err[-3000:]}"
+        assert "needs 4 task slots at once, the cluster now has 2" in verdicts[0], verdicts[0]
+        assert took < 2 * timeout + 25, (took, out)
+    finally:
+        cluster.stop()
