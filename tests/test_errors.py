@@ -101,8 +101,13 @@ SEEDS += [  # version 2 expressions and linear algebra
     'A = randn(8, 3, seed=1)\nQ, R = qr(A)\nU, s, Vt = svd(A, k=2)\nw, V = eigh(A.T @ A)\n'
     'print(solve(R, Q.T @ ones(8, 1)))\nprint(hcat(A, ones(8, 1)))\nprint(where(A > 0, A, 0) * tanh(A))\n',
 ]
+SEEDS += [  # sparse storage
+    'S = random(40, 30, density=0.05, seed=2)\nT = sparse(S * 2) @ randn(30, 4, seed=3)\n'
+    'print(nnz(S))\nprint(dense(S.T) @ T)\nsave(S, "s.mtx")\n',
+]
 ALPHABET = list("()=@*+-/.,#\"\n TXAB0123456789eyrandomloadsaveprint_") + ["param", ".T", "@", "(3, 3)", "true"]
 ALPHABET += ["**", "<", ">=", "==", " and ", " or ", "not ", "axis=0", "k=2", "qr(", "hcat(", "Q, R = "]
+ALPHABET += ["density=", "sparse(", "dense(", "nnz(", ".mtx", ".npz"]
 
 
 @st.composite
