@@ -153,3 +153,23 @@ def is_unbuilt_pipeline(rdd: Any) -> bool:
     from pyspark.rdd import PipelinedRDD
 
     return isinstance(rdd, PipelinedRDD) and rdd._jrdd_val is None
+
+
+def shuffle_bytes(rdd: Any, partitions: int, deserializer: Any) -> Any:
+    """Move raw byte elements to partitions chosen by the tasks, never through pickle.
+
+    ``rdd``'s tasks yield pairs of elements: ``pyspark.serializers.pack_long(p)``
+    then the bytes for partition ``p``. This is the JVM half of PySpark's own
+    ``partitionBy`` (``PairwiseRDD`` → ``PythonPartitioner`` → ``valueOfPair``)
+    without its pickled batches; the receiving side reads the bytes with
+    ``deserializer`` (a ``FramedSerializer``).
+    """
+    from pyspark.rdd import RDD
+
+    rdd._bypass_serializer = True  # the yielded bytes go to the JVM as they are
+    jvm_ = rdd.ctx._jvm
+    pairs = jvm_.PairwiseRDD(rdd._jrdd.rdd()).asJavaPairRDD()
+    # PythonPartitioner sends a long key to that partition; its second argument only tells
+    # partitioners apart, and this one is never compared with another.
+    moved = pairs.partitionBy(jvm_.PythonPartitioner(partitions, 0))
+    return RDD(jvm_.PythonRDD.valueOfPair(moved), rdd.ctx, deserializer)

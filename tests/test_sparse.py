@@ -18,6 +18,7 @@ import jampi_dsl
 from jampi_dsl.errors import InputError, PlanError
 
 LOCAL = jampi_dsl.session(executor="local")
+BROADCAST = jampi_dsl.session(executor="broadcast")
 TOL = {"float64": 1e-12, "float32": 2e-5}
 
 
@@ -194,6 +195,16 @@ def test_operation_matches_numpy_for_every_storage(name, used, expression, stora
         _check(LOCAL, name, used, expression, storage, storages, dtype)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,used,expression,storage", CASES, ids=[c[0] for c in CASES])
+def test_operation_matches_numpy_for_every_storage_on_spark(spark, name, used, expression, storage, dtype):
+    """The same differential cases under a forced broadcast on local[4]: a product with a sparse
+    operand runs on the executors (its sparse side as CSR blocks); what has no sparse kernel
+    there (sparse results, the rest) runs on the driver, and every number is NumPy's."""
+    for storages in _storage_variants(used):
+        _check(BROADCAST, name, used, expression, storage, storages, dtype)
+
+
 @pytest.mark.parametrize("name,expression", SCALARS, ids=[c[0] for c in SCALARS])
 def test_scalar_reductions_of_sparse_match_numpy(name, expression):
     X = _operands("float64")["X"]
@@ -293,18 +304,19 @@ def test_forced_spark_methods_leave_sparse_products_on_the_driver(spark):
     X = _operands("float64")["X"]
     B = _operands("float64")["B"]
     text = " ".join((js.matrix(X) @ js.matrix(B)).explain().split())
-    assert "does not apply: sparse matrices have no distributed kernel yet" in text
+    assert "does not apply: no distributed kernel for sparse matrices here yet" in text
     np.testing.assert_allclose((js.matrix(X) @ js.matrix(B)).to_numpy(), X @ B, rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_mixed_programs_on_spark_match_scipy(spark, dtype):
-    """Sparse steps on the driver, dense ones on local[4] by a forced method: same numbers."""
+    """A dense product on local[4] by a forced broadcast, then the sparse X (shipped as CSR blocks)
+    times it by broadcast too: same numbers."""
     js = jampi_dsl.session(executor="broadcast")
     X = _sparse(600, 300, 0.05, 7, dtype)
     D = np.random.default_rng(8).standard_normal((300, 40)).astype(dtype)
     W = np.random.default_rng(9).standard_normal((40, 300)).astype(dtype)
-    lazy = js.matrix(X) @ (js.matrix(D) @ js.matrix(W))  # dense product on Spark, sparse product on the driver
+    lazy = js.matrix(X) @ (js.matrix(D) @ js.matrix(W))
     got = lazy.to_numpy()
     np.testing.assert_allclose(got, X @ (D @ W), rtol=TOL[dtype] * 100, atol=TOL[dtype] * 100)
     assert float(js.matrix(X).nnz()) == X.nnz

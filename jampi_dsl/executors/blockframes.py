@@ -31,6 +31,7 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import scipy.sparse as sp
 from pyspark.serializers import Serializer, SpecialLengths, read_int, write_int
 
 FRAMES = 64  # payload frames per block
@@ -38,6 +39,10 @@ ELEMENTS_PER_BLOCK = 1 + FRAMES  # JVM elements a block takes: what a JVM-side c
 _MIN_FRAME = 256 << 10  # small blocks go in one frame (the others are empty)
 _HEADER = struct.Struct("<4sqqqq8sq")  # magic, bi, bj, rows, cols, dtype.str, payload frame size
 _MAGIC = b"JBK2"
+# A sparse (CSR) block: the dense header's fields, then its non-zero count and index dtype;
+# the payload is its values, column indices and row pointers, one after the other.
+_SPARSE_HEADER = struct.Struct("<4sqqqq8sqq8s")
+_SPARSE_MAGIC = b"JSP1"
 _MAX_FRAME = (1 << 31) - 1  # the JVM side frames with a signed 32-bit length
 _STAGING = 1 << 20  # at most this many bytes (and 1/16 of the block) of whole rows staged, then scattered
 
@@ -80,6 +85,78 @@ class _Rows:
     def read(self, stream, n: int) -> None:
         _read_into(stream, self.view[self.at : self.at + n])
         self.at += n
+
+
+class _Arrays:
+    """Where a sparse block's payload goes: its arrays filled one after the other."""
+
+    def __init__(self, arrays, shape):
+        self.arrays, self.shape = arrays, shape
+        self.views, self.at = [_bytes_of(a) for a in arrays], 0
+
+    def block(self):
+        """The CSR block, once every frame is in (SciPy checks the row pointers when it is made)."""
+        data, indices, indptr = self.arrays
+        if indptr[0] != 0 or indptr[-1] != data.size or (indices.size and (indices.min() < 0 or indices.max() >= self.shape[1])):
+            raise ValueError(f"corrupt sparse block of {self.shape[0]}x{self.shape[1]}")
+        return sp.csr_array((data, indices, indptr), shape=self.shape, copy=False)
+
+    def read(self, stream, n: int) -> None:
+        while n:
+            view = self.views[0]
+            take = min(n, len(view) - self.at)
+            _read_into(stream, view[self.at : self.at + take])
+            self.at += take
+            n -= take
+            if self.at == len(view):
+                self.views.pop(0)
+                self.at = 0
+
+
+def _csr_parts(block) -> tuple:
+    """A CSR block's arrays in payload order (values, column indices, row pointers)."""
+    block = block if block.format == "csr" else block.tocsr()
+    index = np.result_type(block.indices.dtype, block.indptr.dtype)
+    return (np.ascontiguousarray(block.data), np.ascontiguousarray(block.indices, dtype=index),
+            np.ascontiguousarray(block.indptr, dtype=index))
+
+
+def _write_frames(stream, views, step: int) -> None:
+    """``FRAMES`` payload frames of ``step`` bytes (the last ones short or empty) cut across ``views``."""
+    views = [v for v in views if len(v)]
+    at = 0
+    for _ in range(FRAMES):
+        want, parts = step, []
+        while want and views:
+            take = min(want, len(views[0]) - at)
+            parts.append(views[0][at : at + take])
+            at += take
+            want -= take
+            if at == len(views[0]):
+                views.pop(0)
+                at = 0
+        write_int(step - want, stream)
+        for part in parts:
+            stream.write(part)
+
+
+def _sparse_header(stream, key, rows, cols, dtype, step, nnz, index) -> None:
+    write_int(_SPARSE_HEADER.size, stream)
+    stream.write(_SPARSE_HEADER.pack(_SPARSE_MAGIC, key[0], key[1], rows, cols, dtype.str.encode(), step, nnz,
+                                     index.str.encode()))
+
+
+def _read_sparse_header(stream):
+    head = stream.read(_SPARSE_HEADER.size)
+    if len(head) < _SPARSE_HEADER.size:
+        raise EOFError("block stream ended inside a header")
+    magic, bi, bj, rows, cols, dt, step, nnz, it = _SPARSE_HEADER.unpack(head)
+    dtype, index = np.dtype(dt.rstrip(b"\0").decode()), np.dtype(it.rstrip(b"\0").decode())
+    nbytes = nnz * (dtype.itemsize + index.itemsize) + (rows + 1) * index.itemsize
+    if magic != _SPARSE_MAGIC or rows < 0 or cols < 0 or nnz < 0 or index.kind != "i" or step != frame_size(nbytes):
+        raise ValueError(f"corrupt sparse block header: {magic!r} {rows}x{cols} nnz {nnz}, frames of {step} bytes")
+    sink = _Arrays((np.empty(nnz, dtype), np.empty(nnz, index), np.empty(rows + 1, index)), (rows, cols))
+    return (bi, bj), None, sink, step, nbytes
 
 
 class _ColumnPanels:
@@ -127,6 +204,8 @@ def _read_header(stream, *, at_start: bool, panels=None):
         raise
     if length == SpecialLengths.END_OF_DATA_SECTION and at_start:
         return None
+    if length == _SPARSE_HEADER.size:
+        return _read_sparse_header(stream)
     if length != _HEADER.size:
         raise ValueError(f"bad block header frame length {length}")
     head = stream.read(_HEADER.size)
@@ -145,6 +224,11 @@ def _read_header(stream, *, at_start: bool, panels=None):
     return (bi, bj), arr, _Rows(arr), step, nbytes
 
 
+def _block_of(head):
+    """The block a header and its frames made: the array read into, or the sparse block assembled."""
+    return head[2].block() if isinstance(head[2], _Arrays) else head[1]
+
+
 def _read_frame(stream, head, index: int) -> None:
     _, _, sink, step, nbytes = head
     want = max(0, min(nbytes, (index + 1) * step) - index * step)
@@ -156,7 +240,8 @@ def _read_frame(stream, head, index: int) -> None:
 
 
 class RawBlockSerializer(Serializer):
-    """Elements are ``((bi, bj), 2-D ndarray)``; each goes as a header and ``FRAMES`` raw frames.
+    """Elements are ``((bi, bj), 2-D ndarray or SciPy sparse block)``; each goes as a header and
+    ``FRAMES`` raw frames (a sparse block as CSR, read back as ``scipy.sparse.csr_array``).
 
     ``panels``, for reading only: ``(rows, cols, k)``, see :func:`_read_header`.
     Serializer's own ``__eq__``/``__hash__`` compare class and ``__dict__``, so the
@@ -169,6 +254,15 @@ class RawBlockSerializer(Serializer):
 
     def dump_stream(self, iterator, stream):
         for key, arr in iterator:
+            if sp.issparse(arr):
+                parts = _csr_parts(arr)
+                step = frame_size(sum(p.nbytes for p in parts))
+                if step > _MAX_FRAME:
+                    raise ValueError(f"sparse block {key} needs frames over Spark's 2 GiB limit; use a finer grid")
+                _sparse_header(stream, key, arr.shape[0], arr.shape[1], parts[0].dtype, step, parts[0].size,
+                               parts[1].dtype)
+                _write_frames(stream, [_bytes_of(p) for p in parts], step)
+                continue
             bi, bj = key
             arr = np.ascontiguousarray(arr)
             if arr.ndim != 2:
@@ -191,7 +285,7 @@ class RawBlockSerializer(Serializer):
         while (head := _read_header(stream, at_start=True, panels=self.panels)) is not None:
             for index in range(FRAMES):
                 _read_frame(stream, head, index)
-            yield head[0], head[1]
+            yield head[0], _block_of(head)
 
 
 class RawPairDeserializer(Serializer):
@@ -211,4 +305,4 @@ class RawPairDeserializer(Serializer):
             for index in range(FRAMES):
                 _read_frame(stream, first, index)
                 _read_frame(stream, second, index)
-            yield (first[0], first[1]), (second[0], second[1])
+            yield (first[0], _block_of(first)), (second[0], _block_of(second))

@@ -81,7 +81,15 @@ def binary(op, a, b):
     return ops.apply(op, a, b)
 
 
+def is_sparse_block(b) -> bool:
+    return getattr(b, "format", None) == "csr"  # a SciPy CSR block, told apart without importing SciPy
+
+
 def scalar(op, value, on_left, b):
+    if is_sparse_block(b):  # the planner sends only operations that keep zeros zero (x * s, x / s)
+        out = b.copy()
+        out.data = scalar(op, value, on_left, b.data[None, :])[0]
+        return out
     # A Python float: NumPy keeps a float32 block float32 with it
     return ops.apply(op, float(value), b) if on_left else ops.apply(op, b, float(value))
 
@@ -141,7 +149,9 @@ def reduce_axis_block(kind, axis, shape, block, items):
 def reduce_block(kind, shape, block, items):
     """One float64 partial result per block, so float32 matrices do not lose precision in the sum."""
     for key, b in items:
-        if kind == "sum":
+        if is_sparse_block(b):
+            yield _reduce_sparse(kind, b)
+        elif kind == "sum":
             yield float(np.sum(b, dtype=np.float64))
         elif kind in ("max", "min"):
             yield float(getattr(np, kind)(b))
@@ -156,6 +166,18 @@ def reduce_block(kind, shape, block, items):
             yield float(np.trace(b[lo - r0 : hi - r0, lo - c0 : hi - c0], dtype=np.float64)) if lo < hi else 0.0
         else:
             raise ValueError(f"unknown reduction {kind!r}")
+
+
+def _reduce_sparse(kind, b) -> float:
+    """A whole-matrix reduction of a CSR block from its stored values (the others are zeros)."""
+    if kind == "nnz":
+        return float(b.nnz)
+    values = b.data.astype(np.float64, copy=False)
+    if kind == "sum":
+        return float(values.sum())
+    if kind == "sumsq":
+        return float(np.dot(values, values))
+    raise ValueError(f"reduction {kind!r} of a sparse block runs on the driver")
 
 
 def cut_block(shape, block, new_block, transpose, items):

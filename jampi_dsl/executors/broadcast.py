@@ -16,8 +16,10 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..planner import ir
+from ..planner.methods import shipped_side
 from . import blocktasks as bt
 from .base import Executor, RunContext, handles
 from .distributed import DistMatrix
@@ -37,7 +39,7 @@ def broadcast_product(ctx: RunContext, big: DistMatrix, small: np.ndarray, big_o
     comes to the driver in this one job)."""
     sc = ctx.get_spark().sparkContext
     dtype = np.result_type(big.dtype, small.dtype)
-    small = np.ascontiguousarray(small, dtype=dtype)
+    small = np.ascontiguousarray(small.toarray() if sp.issparse(small) else small, dtype=dtype)
     small_bc = hold(sc.broadcast(small))  # needed until the result is released: a lost block is remade with it
     gr, gc = big.grid
     if big_on_left:
@@ -70,7 +72,7 @@ class BroadcastExecutor(Executor):
         a, b = inputs
         # The plan says which side is shipped (the smaller); a product run outside a plan derives it.
         step = ctx.step if ctx.step is not None and ctx.step.node is node else None
-        big_on_left = (step.ships == "b") if step is not None and step.ships else node.a.type.nbytes > node.b.type.nbytes
+        big_on_left = (step.ships if step is not None and step.ships else shipped_side(node)) == "b"
         keep = not (step is not None and step.collect and type(node) is ir.MatMul)
         if big_on_left:
             small = to_local(b)

@@ -35,6 +35,7 @@ from .. import ops, spark_internals
 from ..cluster import grid_side
 from ..tempfiles import temp_name
 from . import blocktasks as bt
+from . import sparse_dist
 from .blockframes import ELEMENTS_PER_BLOCK, RawBlockSerializer, RawPairDeserializer
 from .holdings import hold
 from .sources import BlockSource, NpySource
@@ -205,13 +206,15 @@ class DistMatrix:
     source: BlockSource | None = None
     # The cached RDD whose blocks ``rdd`` reads (from_barrier_rdd); unpersist() releases it.
     base_rdd: Any = field(default=None, repr=False)
+    # Every block is a SciPy CSR array (see .sparse_dist); else every block is a dense ndarray.
+    sparse: bool = False
 
     def __post_init__(self):
         self.shape = (int(self.shape[0]), int(self.shape[1]))
         self.dtype = np.dtype(self.dtype)
         if min(self.shape) < 1:
             raise ValueError(f"a distributed matrix needs at least 1×1 entries, got {self.shape}")
-        self.block = _normalize_block(self.shape, self.block, self.dtype)
+        self.block = _normalize_block(self.shape, self.block, None if self.sparse else self.dtype)
         self.rdd = raw_blocks(self.rdd)
         n = self.rdd.getNumPartitions()
         if n != self.nblocks:
@@ -242,7 +245,8 @@ class DistMatrix:
         return bool(self.rdd.is_cached or (self.base_rdd is not None and self.base_rdd.is_cached))
 
     def _derive(self, rdd, dtype=None, *, shape=None, block=None) -> DistMatrix:
-        return DistMatrix(rdd, shape or self.shape, block or self.block, self.dtype if dtype is None else dtype)
+        return DistMatrix(rdd, shape or self.shape, block or self.block, self.dtype if dtype is None else dtype,
+                          sparse=self.sparse)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -287,6 +291,28 @@ class DistMatrix:
         return cls(sc.parallelize(blocks, len(blocks)), a.shape, block, a.dtype).materialize()
 
     @classmethod
+    def from_scipy(cls, spark, matrix, block: tuple[int, int]) -> DistMatrix:
+        """Distribute a driver-side sparse matrix as CSR blocks, kept on the executors."""
+        import scipy.sparse as sp
+
+        csr = sp.csr_array(matrix)
+        if csr.dtype not in (np.float32, np.float64):
+            csr = csr.astype(np.float64)
+        rdd = sparse_dist.scipy_blocks(_context(spark), csr, block)
+        return cls(rdd, csr.shape, block, csr.dtype, sparse=True).checkpoint()
+
+    @classmethod
+    def from_coordinate_parquet(cls, spark, path: str, shape, dtype, block, span=None) -> DistMatrix:
+        """Coordinate Parquet read by the tasks into CSR blocks (see .sparse_dist), read once and kept;
+        bad data raises the driver reader's InputError."""
+        rdd = sparse_dist.coordinate_parquet_blocks(_context(spark), path, shape, dtype, block, span)
+        try:
+            return cls(rdd, shape, block, dtype, sparse=True).checkpoint()
+        except Exception as exc:  # noqa: BLE001 - py4j wraps the task's error
+            sparse_dist.raise_input_error(exc, span)
+            raise
+
+    @classmethod
     def from_barrier_rdd(cls, rdd, shape, block, dtype) -> DistMatrix:
         """Wrap the result of ``rdd.barrier().mapPartitions(...)`` (one ``((bi, bj), block)`` per partition).
 
@@ -309,6 +335,8 @@ class DistMatrix:
     # -- collecting and writing -----------------------------------------------------------
 
     def to_numpy(self) -> np.ndarray:
+        if self.sparse:
+            return self.to_driver().toarray()
         scratch = _scratch_dir(self.rdd.ctx, self.nbytes)
         return self._to_numpy_shared(scratch) if scratch else self._to_numpy_collect()
 
@@ -427,15 +455,20 @@ class DistMatrix:
         dependency expresses it.
         """
         sc = self.rdd.ctx
+        if self.sparse:
+            return DistMatrix(sparse_dist.transposed_blocks(self), self.shape[::-1], self.block[::-1], self.dtype,
+                              sparse=True)
         if self.source is not None:
             return DistMatrix.from_source(sc, self.source.transposed(), self.block[::-1])
         return self._regrid(self.shape[::-1], self.block[::-1], self.block[::-1], transpose=True)
 
     def rechunk(self, block: tuple[int, int]) -> DistMatrix:
         """The same matrix with another block shape (from the source, or one shuffle of block pieces)."""
-        block = _normalize_block(self.shape, block, self.dtype)
+        block = _normalize_block(self.shape, block, None if self.sparse else self.dtype)
         if block == self.block:
             return self
+        if self.sparse:
+            raise ValueError("a sparse distributed matrix keeps its block shape (no sparse rechunk yet)")
         if self.source is not None:
             return DistMatrix.from_source(self.rdd.ctx, self.source, block)
         return self._regrid(self.shape, self.block, block, transpose=False)
@@ -461,6 +494,8 @@ class DistMatrix:
         collected."""
         if self.source is not None and not self.is_cached:
             return self.source.region((0, self.shape[0]), (0, self.shape[1]))
+        if self.sparse:
+            return sparse_dist.to_driver(self)  # one CSR array
         return self.to_numpy()
 
     def count_nonzero(self) -> float:
@@ -554,7 +589,7 @@ class DistMatrix:
         detached = _detach(self.rdd)
         if detached is self.rdd:
             return self
-        return DistMatrix(detached, self.shape, self.block, self.dtype, base_rdd=self.rdd)
+        return DistMatrix(detached, self.shape, self.block, self.dtype, base_rdd=self.rdd, sparse=self.sparse)
 
 
 def _normalize_block(shape, block, dtype) -> tuple[int, int]:
@@ -562,6 +597,6 @@ def _normalize_block(shape, block, dtype) -> tuple[int, int]:
     if br < 1 or bc < 1:
         raise ValueError(f"block shape must be positive, got {block}")
     br, bc = min(br, shape[0]), min(bc, shape[1])
-    if br * bc * np.dtype(dtype).itemsize > _FRAME_LIMIT:
+    if dtype is not None and br * bc * np.dtype(dtype).itemsize > _FRAME_LIMIT:
         raise ValueError(f"a {br}×{bc} {np.dtype(dtype)} block exceeds PySpark's 2 GiB frame limit")
     return br, bc

@@ -13,8 +13,9 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
-from .. import ops
+from .. import ops, sparse
 from ..errors import ExecutionError, InputError
 from ..planner import ir, linalg
 from ..planner.physical import executors_share_files
@@ -24,6 +25,7 @@ from .base import Executor, OutputValue, RunContext, handles
 from .distributed import DistMatrix, choose_block, zip_block_rdds
 from .local import format_message, format_value
 from .sources import GeneratorSource, NpySource
+from .sparse_dist import sparse_block
 
 
 def slots(ctx: RunContext) -> int:
@@ -61,6 +63,9 @@ def as_dist(value: Any, ctx: RunContext, like: DistMatrix | None = None) -> Dist
         if like is not None and value.layout != like.layout:
             return value.rechunk(like.block)
         return value
+    if sp.issparse(value):
+        block = like.block if like is not None else sparse_block(value.shape, slots(ctx))
+        return DistMatrix.from_scipy(ctx.get_spark(), value, block)
     array = np.asarray(value)
     block = like.block if like is not None else default_block(ctx, array.shape, str(array.dtype))
     return DistMatrix.from_numpy(ctx.get_spark(), array, block)
@@ -80,6 +85,32 @@ def shares_files(ctx: RunContext) -> bool:
     return executors_share_files(ctx.get_spark().sparkContext.master)
 
 
+def _load_sparse(node: ir.Load, options: dict, ctx: RunContext) -> DistMatrix:
+    """Coordinate Parquet is read by the tasks when they see the driver's files; other sparse
+    files are read on the driver and shipped as CSR blocks."""
+    block = sparse_block(node.shape, slots(ctx))
+    if node.format == "parquet" and options.get("form") == "coordinate" and shares_files(ctx):
+        matrix = DistMatrix.from_coordinate_parquet(ctx.get_spark(), node.path, node.shape, node.dtype, block,
+                                                    node.span)
+    else:
+        local = io.load_local(node.path, node.format, node.dtype, node.shape, options, node.span, "sparse")
+        if local.shape != node.shape:
+            raise InputError(f"{node.path} changed since the plan was made: {local.shape} instead of {node.shape}",
+                             node.span)
+        matrix = as_dist(sparse.conform(local, "sparse", node.dtype), ctx)
+    if options.get("finite"):
+        bad = matrix.map_blocks(_non_finite_values).sum()
+        if bad:
+            raise InputError(f"{node.path} has {int(bad)} non-finite values (finite=true)", node.span)
+    return matrix
+
+
+def _non_finite_values(block):
+    out = block.copy()
+    out.data = (~np.isfinite(block.data)).astype(block.dtype)
+    return out
+
+
 class SparkExecutor(Executor):
     """Non-product nodes whose inputs (or consumers) are distributed."""
 
@@ -94,6 +125,8 @@ class SparkExecutor(Executor):
     @handles(ir.Load)
     def load(self, node: ir.Load, inputs, ctx: RunContext):
         options = dict(node.options)
+        if node.type.is_sparse:
+            return _load_sparse(node, options, ctx)
         if node.format == "npy" and shares_files(ctx):
             source = NpySource.open(node.path)
             if source.shape != node.shape:

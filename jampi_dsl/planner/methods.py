@@ -52,11 +52,25 @@ def _gemm_rate(node: ir.Node, per_core: bool, resources: Resources) -> float:
 # ---------------------------------------------------------------- local
 
 
-SPARSE_ON_DRIVER = "sparse matrices have no distributed kernel yet: they run on the driver (SciPy)"
+SPARSE_ON_DRIVER = "no distributed kernel for sparse matrices here yet: this step runs on the driver (SciPy)"
 
 
 def touches_sparse(node: ir.Node) -> bool:
     return any(t.is_matrix and t.is_sparse for t in (node.type, *(c.type for c in node.children)))
+
+
+def _sparse_on_spark(node: ir.Node) -> bool:
+    """Steps with a kernel over the CSR blocks of a distributed sparse matrix (executors/sparse_dist):
+    reading it, transposing it, scaling it, whole-matrix sums and counts. A product with a sparse
+    operand runs by broadcast (see _broadcast_rejects)."""
+    if isinstance(node, (ir.Load, ir.Transpose)):
+        return True
+    if isinstance(node, ir.Binary):  # x * s, s * x, x / s: zeros stay zeros, the result stays sparse
+        a, b = node.children
+        return node.type.is_sparse and (
+            (node.operator == "*" and (a.type.is_scalar or b.type.is_scalar))
+            or (node.operator == "/" and b.type.is_scalar))
+    return isinstance(node, ir.Reduce) and node.axis is None and node.operator in ("sum", "mean", "nnz", "norm")
 
 
 def _local_rejects(node: ir.Node, resources: Resources) -> str | None:
@@ -102,6 +116,11 @@ def _no_spark(resources: Resources, node: ir.Node | None = None) -> str | None:
     if node is not None and touches_sparse(node):
         return SPARSE_ON_DRIVER
     return None
+
+
+def _shipped_bytes(node: ir.Node) -> int:
+    """What a broadcast product ships: the smaller operand, as a dense array."""
+    return _small_operand(node)[1]
 
 
 def _parallel_rate(node: ir.Node, tasks: int, resources: Resources, per_core: float | None = None) -> float:
@@ -168,29 +187,43 @@ def _cannon_estimate(node: ir.Node, resources: Resources) -> Estimate:
 
 
 def _small_operand(node: ir.Node) -> tuple[str, int]:
-    a_bytes, b_bytes = node.a.type.nbytes, node.b.type.nbytes
+    """The side a broadcast product ships (as a dense array, so a sparse side counts dense) and
+    its bytes; the plan's ``ships`` and the executor read this one choice."""
+    a_bytes, b_bytes = node.a.type.dense_nbytes, node.b.type.dense_nbytes
     return ("a", a_bytes) if a_bytes <= b_bytes else ("b", b_bytes)
 
 
+def shipped_side(node: ir.Node) -> str:
+    return _small_operand(node)[0]
+
+
 def _broadcast_rejects(node: ir.Node, resources: Resources) -> str | None:
-    if (why := _no_spark(resources, node)) is not None:
+    # A sparse big operand's CSR blocks each multiply their slice of the shipped one; a sparse
+    # result (sparse x sparse) has no distributed kernel yet.
+    sparse_ok = type(node) is ir.MatMul and not node.type.is_sparse
+    if (why := _no_spark(resources, None if sparse_ok else node)) is not None:
         return why
-    side, small = _small_operand(node)
+    small = _shipped_bytes(node)
     if small > resources.broadcast_max:
         return f"the smaller operand is {_gib(small)}, over the {_gib(resources.broadcast_max)} broadcast limit"
     return None
 
 
 def _broadcast_estimate(node: ir.Node, resources: Resources) -> Estimate:
-    side, small = _small_operand(node)
+    side, _ = _small_operand(node)
+    small = _shipped_bytes(node)
     flops = node_flops(node)
     tasks = resources.slots
     moved = small * min(tasks, resources.executors) + node.type.nbytes  # broadcast + partial results
     big = node.b if side == "a" else node.a
     memory = small + big.type.nbytes / max(1, tasks) + node.type.nbytes / max(1, tasks)
+    if touches_sparse(node):  # a sparse product is bound by memory, not flops
+        compute = io_bytes(node) / K["local_stream_bytes_per_s"] / max(1, min(tasks, resources.cores))
+    else:
+        compute = flops / _parallel_rate(node, tasks, resources)
     seconds = (
         K["spark_job_seconds"]
-        + flops / _parallel_rate(node, tasks, resources)
+        + compute
         + moved / K["peer_bytes_per_s"]
         + big.type.nbytes / K["jvm_python_bytes_per_s"] / max(1, min(tasks, resources.cores))
     )
@@ -232,7 +265,7 @@ def _mllib_estimate(node: ir.Node, resources: Resources) -> Estimate:
 
 
 def _spark_rejects(node: ir.Node, resources: Resources) -> str | None:
-    if (why := _no_spark(resources, node)) is not None:
+    if (why := _no_spark(resources, None if _sparse_on_spark(node) else node)) is not None:
         return why
     if isinstance(node, ir.Literal):
         return "a driver-side array starts on the driver"

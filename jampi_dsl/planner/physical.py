@@ -30,6 +30,7 @@ from .methods import (
     SPARSE_ON_DRIVER,
     Method,
     cannon_grid,
+    shipped_side,
 )
 
 PRODUCT_METHOD_NAMES = tuple(m.name for m in PRODUCT_METHODS)
@@ -322,7 +323,7 @@ def _physical_fields(step: Step, resources: Resources) -> dict:
         return {"grid": cannon_grid(step.node, resources)}
     if step.method == "broadcast":  # the smaller operand travels; the big one never moves
         node = step.node
-        return {"ships": "b" if node.a.type.nbytes > node.b.type.nbytes else "a"}
+        return {"ships": shipped_side(node)}
     return {}
 
 
