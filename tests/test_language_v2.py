@@ -101,3 +101,62 @@ def test_where_keeps_the_planned_dtype_and_names_are_not_bound_twice(tmp_path, c
     path.write_text("A = randn(4, 3, seed=1)\nQ, Q = qr(A)\nprint(Q)\n")
     assert main(["check", str(path)]) == 2
     assert "'Q' is named twice on the left" in capsys.readouterr().err
+
+
+CALLS_IN_EXPRESSIONS = """def halve(x) {
+    for j in range(2) {
+        x = x * 0.5
+    }
+    return x
+}
+def row(X, i) {
+    r = X[i, :]
+    if sum(r) > 100 {
+        r = r * 0
+    }
+    return r
+}
+X = ones(3, 2)
+print(sum(halve(ones(2, 2))) + 1)
+A = halve(halve(X) + row(X, 0))
+print(A)
+i = 0
+while sum(halve(ones(1, 1) * i)) < 2 {
+    i = i + 1
+}
+print(i)
+k = 0
+if k > 5 {
+    print(-1)
+} else if sum(row(X, 2)) > 1 {
+    k = 7
+}
+print(k)
+c = 0
+for t in range(nrow(halve(ones(4, 1)))) {
+    if t < 3 and sum(row(X, t)) > 0 {
+        c = c + 1
+    }
+}
+print(c)
+"""
+
+
+@pytest.mark.parametrize("executor", ["local", "auto"])
+def test_functions_with_blocks_are_called_inside_expressions(executor):
+    """A user function with a loop or a branch, called inside expressions, nested in its own
+    arguments, in a while condition (recomputed each iteration), an else-if condition, a
+    range, and on the right of an and whose left side guards an index (t = 3 never reads X[3, :])."""
+    values = jampi_dsl.session(executor=executor).run_text(CALLS_IN_EXPRESSIONS)
+    assert values["sum(halve(ones(2, 2))) + 1"] == 2.0
+    np.testing.assert_array_equal(values["A"], np.full((3, 2), (0.25 + 1.0) * 0.25))
+    assert values["i"] == 8 and values["k"] == 7 and values["c"] == 3
+
+
+def test_an_error_inside_a_hoisted_call_points_at_the_call(tmp_path, capsys):
+    program = tmp_path / "p.lin"
+    program.write_text("def f(x) {\n    for j in range(2) {\n        x = x @ ones(3, 3)\n    }\n    return x\n}\n"
+                       "print(sum(f(ones(2, 2))) + 1)\n")
+    assert main(["check", str(program)]) == 2
+    err = capsys.readouterr().err
+    assert f"{program}:3:" in err and "3x3" in err  # the product inside f, as for a call on its own line

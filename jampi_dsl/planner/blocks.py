@@ -28,7 +28,6 @@ from .liveness import (
     assigned,
     calls,
     expression_reads,
-    has_blocks,
     position,
     statement_expressions,
     walk,
@@ -378,13 +377,11 @@ class BlockStatements:
     def user_function(self, name: str) -> ast.Def | None:
         return self.functions.get(name)
 
-    def call_user(self, call: ast.Call, wanted: int | None, expression: bool = False) -> tuple:
+    def call_user(self, call: ast.Call, wanted: int | None) -> tuple:
         """Instantiate a user function at this call: its body built with the arguments bound.
-        ``wanted``: how many values the caller takes (None: any)."""
+        ``wanted``: how many values the caller takes (None: any). A function with blocks is
+        only ever called from a statement of its own (see .call_hoist)."""
         fn = self.functions[call.name]
-        if expression and has_blocks(fn.body.statements):
-            raise ResolveError(f"{call.name}() has a loop or a branch: call it on a line of its own "
-                               f"(x = {call.name}(...))", call.span)
         if call.keywords:
             raise ArgumentError(f"{call.name}() takes its arguments by position", call.keywords[0].span)
         if len(call.args) != len(fn.params):

@@ -17,6 +17,7 @@ from ..grammar import ast
 from ..grammar.ast import source_text
 from . import ir
 from .blocks import BlockStatements, register
+from .call_hoist import hoist_calls
 from .graph import Program
 from .inputs import MAX_DIMENSION, inspect_input
 from .linalg import FUNCTIONS as LINALG
@@ -401,7 +402,7 @@ class Builder(BlockStatements):
                     if node.name in STATEMENT_FUNCTIONS:
                         raise ResolveError(f"{node.name}() is a statement and gives no value", node.name_span)
                     if self.user_function(node.name):
-                        values.append(self.call_user(node, 1, expression=True)[0])
+                        values.append(self.call_user(node, 1)[0])
                         if not stack:
                             return values[0]
                         node, state = stack.pop()
@@ -771,7 +772,7 @@ def build(
         name = program.source.name
         base_dir = str(Path(name).parent.resolve()) if not name.startswith("<") else os.getcwd()
     with paused_gc():
-        return Builder(short_circuit(program, frozenset(FUNCTIONS)), overrides or {}, base_dir).build()
+        return Builder(hoist_calls(short_circuit(program, frozenset(FUNCTIONS))), overrides or {}, base_dir).build()
 
 
 register({
