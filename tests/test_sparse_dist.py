@@ -206,3 +206,65 @@ def test_plan_places_a_sparse_input_too_big_for_the_driver_on_the_executors(spar
     _close(np.load(tmp_path / "y.npy"), Rd.T @ (2 * Rd @ F))
     _close(np.load(tmp_path / "z.npy"), G @ (Rd / 4))
     assert values["nnz(R)"] == R.nnz
+
+
+PAGERANK = """param iterations = 15
+A = load("graph.parquet", shape=(3000, 3000), sparse=true)
+n = nrow(A)
+P = A * (1 / maximum(sum(A, axis=0), 1))
+r = ones(n, 1) / n
+for k in range(iterations) {
+    r = 0.85 * (P @ r) + 0.15 / n
+}
+print(sum(abs(P)))
+save(r, "r.npy")
+"""
+
+
+def test_pagerank_of_a_graph_over_the_driver_budget_runs_on_the_executors(spark, tmp_path, monkeypatch):
+    """The graph is read by the tasks, its column sums (an axis reduction) come to the driver as one
+    row, the scaling by that row keeps the CSR blocks where they are, and every iteration's
+    product is a broadcast of r: the driver never holds A (its budget is a fifth of A's CSR)."""
+    rng = np.random.default_rng(13)
+    n, edges = 3000, 30000
+    pairs = np.unique(rng.integers(0, n, size=(edges, 2)), axis=0)
+    A = sp.csr_array((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    write_parquet(str(tmp_path / "graph.parquet"), A, "coordinate")
+    monkeypatch.chdir(tmp_path)
+    budget = (A.data.nbytes + A.indices.nbytes + A.indptr.nbytes) // 5
+    js = jampi_dsl.session(conf={"jampi.local.maxBytes": str(budget)})
+    methods, values = _plan_and_run(js, PAGERANK, tmp_path)
+    assert "spark" in methods["Load"] and "spark" in methods["Reduce"] and "spark" in methods["Binary"]
+    assert methods["MatMul"] == {"broadcast"}
+    P = A.multiply(1 / np.maximum(A.sum(axis=0), 1).reshape(1, -1)).tocsr()
+    r = np.full((n, 1), 1 / n)
+    for _ in range(15):
+        r = 0.85 * (P @ r) + 0.15 / n
+    np.testing.assert_allclose(np.load(tmp_path / "r.npy"), r, rtol=1e-12)
+    assert values["sum(abs(P))"] == pytest.approx(float(abs(P).sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sparse_blockwise_operations_on_the_executors_match_scipy(spark, dtype):
+    A = _sparse(900, 300, 0.03, 14, dtype)
+    B = _sparse(900, 300, 0.03, 15, dtype)
+    d, e = DistMatrix.from_scipy(spark, A, (130, 300)), DistMatrix.from_scipy(spark, B, (130, 300))
+    row = np.random.default_rng(1).standard_normal((1, 300)).astype(dtype)
+    col = np.random.default_rng(2).standard_normal((900, 1)).astype(dtype)
+    cases = [(d.elementwise("+", e), A + B), (d.elementwise("*", e), A.multiply(B)),
+             (d.with_vector("*", row), A.multiply(row)), (d.with_vector("*", col, True), A.multiply(col)),
+             (d.unary("abs"), abs(A)), (d.scalar("**", 2.0), A.power(2)),
+             (d.rechunk((200, 100)), A), (d.transpose().rechunk((100, 900)), A.T)]
+    for got, want in cases:
+        assert got.sparse
+        _close(got.to_driver(), want, dtype)
+    for kind in ("sum", "mean", "max", "min"):
+        for axis in (0, 1):
+            want = getattr(A, kind)(axis=axis)
+            want = want.toarray() if sp.issparse(want) else np.asarray(want)
+            _close(d.reduce_axis(kind, axis).ravel(), want.ravel(), dtype)
+    D = np.random.default_rng(5).standard_normal((900, 300)).astype(dtype)
+    dense = DistMatrix.from_numpy(spark, D, (300, 100))
+    mixed = dense.elementwise("*", d.rechunk(dense.block))  # a dense and a sparse operand, zipped
+    assert mixed.sparse
+    _close(mixed.to_driver(), A.multiply(D), dtype)

@@ -77,19 +77,28 @@ def with_source(fn, source, source_left, shape, block, items):
         yield key, (fn(s, b) if source_left else fn(b, s))
 
 
-def binary(op, a, b):
-    return ops.apply(op, a, b)
-
-
 def is_sparse_block(b) -> bool:
     return getattr(b, "format", None) == "csr"  # a SciPy CSR block, told apart without importing SciPy
 
 
+def sparse_elementwise(op, args):
+    """``op`` over a sparse block and its other operands, a CSR block again: the planner sends
+    here only operations whose result the contract keeps sparse (they map 0 to 0)."""
+    from .. import sparse  # SciPy: imported only by tasks that hold sparse blocks
+
+    dtype = np.result_type(*[a.dtype for a in args if hasattr(a, "dtype")])
+    return sparse.conform(sparse.elementwise(op, list(args), True), "sparse", dtype.name)
+
+
+def binary(op, a, b):
+    if is_sparse_block(a) or is_sparse_block(b):
+        return sparse_elementwise(op, (a, b))
+    return ops.apply(op, a, b)
+
+
 def scalar(op, value, on_left, b):
-    if is_sparse_block(b):  # the planner sends only operations that keep zeros zero (x * s, x / s)
-        out = b.copy()
-        out.data = scalar(op, value, on_left, b.data[None, :])[0]
-        return out
+    if is_sparse_block(b):
+        return sparse_elementwise(op, (float(value), b) if on_left else (b, float(value)))
     # A Python float: NumPy keeps a float32 block float32 with it
     return ops.apply(op, float(value), b) if on_left else ops.apply(op, b, float(value))
 
@@ -100,7 +109,10 @@ def with_vector(op, vector, vector_left, shape, block, items):
         (r0, r1), (c0, c1) = bounds(key, shape, block)
         part = vector[:, c0:c1] if vector.shape[0] == 1 and vector.shape[1] > 1 else vector
         part = part[r0:r1, :] if part.shape[0] > 1 else part
-        yield key, (ops.apply(op, part, b) if vector_left else ops.apply(op, b, part))
+        if is_sparse_block(b):
+            yield key, sparse_elementwise(op, (part, b) if vector_left else (b, part))
+        else:
+            yield key, (ops.apply(op, part, b) if vector_left else ops.apply(op, b, part))
 
 
 def broadcast_partials(small_bc, big_on_left: bool, shape, block, items):
@@ -126,7 +138,7 @@ def sum_partials(dtype, items):
 
 
 def unary(name, b):
-    return ops.apply(name, b)
+    return sparse_elementwise(name, (b,)) if is_sparse_block(b) else ops.apply(name, b)
 
 
 def reduce_axis_block(kind, axis, shape, block, items):
@@ -135,7 +147,16 @@ def reduce_axis_block(kind, axis, shape, block, items):
     for key, b in items:
         (r0, _), (c0, _) = bounds(key, shape, block)
         offset = c0 if axis == 0 else r0
-        if kind in ("sum", "mean"):
+        if is_sparse_block(b):  # sums, or extremes that count the implicit zeros (SciPy's)
+            if kind in ("sum", "mean"):
+                part = b.sum(axis=axis, dtype=np.float64)
+            elif kind in ("max", "min"):
+                part = getattr(b, kind)(axis=axis)
+                part = part.toarray() if hasattr(part, "toarray") else part
+            else:
+                raise ValueError(f"{kind} along an axis of a sparse block runs on the driver")
+            yield offset, np.asarray(part).reshape((1, -1) if axis == 0 else (-1, 1)), None
+        elif kind in ("sum", "mean"):
             yield offset, np.sum(b, axis=axis, dtype=np.float64, keepdims=True), None
         elif kind in ("max", "min"):
             yield offset, getattr(np, kind)(b, axis=axis, keepdims=True), None

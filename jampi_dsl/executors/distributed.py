@@ -244,9 +244,9 @@ class DistMatrix:
         """Blocks are kept by Spark: in this RDD's cache, or in the cache a detached RDD reads."""
         return bool(self.rdd.is_cached or (self.base_rdd is not None and self.base_rdd.is_cached))
 
-    def _derive(self, rdd, dtype=None, *, shape=None, block=None) -> DistMatrix:
+    def _derive(self, rdd, dtype=None, *, shape=None, block=None, sparse=None) -> DistMatrix:
         return DistMatrix(rdd, shape or self.shape, block or self.block, self.dtype if dtype is None else dtype,
-                          sparse=self.sparse)
+                          sparse=self.sparse if sparse is None else sparse)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -403,7 +403,9 @@ class DistMatrix:
         if other.layout != self.layout:
             raise ValueError(f"zip_blocks needs equal layouts, got {self.layout} and {other.layout}")
         pairs = zip_block_rdds(self.rdd, other.rdd)
-        return self._derive(pairs.mapPartitions(partial(bt.zip_blocks, fn), preservesPartitioning=True), dtype)
+        # With a sparse side the planner sends only operations whose result stays sparse.
+        return self._derive(pairs.mapPartitions(partial(bt.zip_blocks, fn), preservesPartitioning=True), dtype,
+                            sparse=self.sparse or other.sparse)
 
     def elementwise(self, op: str, other: DistMatrix) -> DistMatrix:
         """``self op other`` for a binary operation of :mod:`jampi_dsl.ops`; dtypes promote as in NumPy."""
@@ -468,7 +470,7 @@ class DistMatrix:
         if block == self.block:
             return self
         if self.sparse:
-            raise ValueError("a sparse distributed matrix keeps its block shape (no sparse rechunk yet)")
+            return self._derive(sparse_dist.rechunked_blocks(self, block), block=block)
         if self.source is not None:
             return DistMatrix.from_source(self.rdd.ctx, self.source, block)
         return self._regrid(self.shape, self.block, block, transpose=False)

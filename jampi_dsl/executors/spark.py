@@ -330,6 +330,8 @@ def kept_folder(ctx: RunContext, nbytes: int) -> str | None:
 def keep(value: Any, ctx: RunContext) -> Any:
     """A value the plan materialises: distributed once, computed now, its lineage cut."""
     if isinstance(value, DistMatrix):
+        if value.sparse:  # CSR blocks stay in Spark's cache (a shared file holds dense blocks only)
+            return value.checkpoint()
         folder = kept_folder(ctx, value.nbytes)
         return value.keep_in_file(folder) if folder else value.checkpoint()
     if isinstance(value, np.ndarray):  # a product method that returns to the driver (mllib)

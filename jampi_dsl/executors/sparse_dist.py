@@ -163,6 +163,26 @@ def scipy_blocks(sc, csr, block: tuple[int, int]):
 # ---------------------------------------------------------------- operations on CSR blocks
 
 
+def _block_pieces(shape, block, new_block, items):
+    """Each CSR block's entries, cut into pieces by the blocks of ``new_block``."""
+    for key, b in items:
+        (r0, _), (c0, _) = bt.bounds(key, shape, block)
+        coo = b.tocoo()
+        rows, cols = coo.row.astype(np.int64) + r0, coo.col.astype(np.int64) + c0
+        for p, piece in _cut(shape, new_block, rows, cols, coo.data):
+            yield pack_long(p)
+            yield piece
+
+
+def rechunked_blocks(matrix, new_block: tuple[int, int]):
+    """The blocks of a sparse DistMatrix on another block shape: its entries moved (raw bytes)."""
+    grid = bt.grid_of(matrix.shape, new_block)
+    pieces = matrix.rdd.mapPartitions(partial(_block_pieces, matrix.shape, matrix.block, new_block))
+    moved = spark_internals.shuffle_bytes(pieces, grid[0] * grid[1], PieceSerializer())
+    return moved.mapPartitionsWithIndex(partial(_assemble, "a sparse matrix", matrix.shape, new_block,
+                                                np.dtype(matrix.dtype)), preservesPartitioning=True)
+
+
 def _transposed_bytes(grid_rows, items):
     """Each block transposed, as raw frames bound for its place in the transposed grid."""
     import io

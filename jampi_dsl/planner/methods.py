@@ -60,17 +60,24 @@ def touches_sparse(node: ir.Node) -> bool:
 
 
 def _sparse_on_spark(node: ir.Node) -> bool:
-    """Steps with a kernel over the CSR blocks of a distributed sparse matrix (executors/sparse_dist):
-    reading it, transposing it, scaling it, whole-matrix sums and counts. A product with a sparse
-    operand runs by broadcast (see _broadcast_rejects)."""
-    if isinstance(node, (ir.Load, ir.Transpose)):
+    """Steps with a kernel over the CSR blocks of a distributed sparse matrix (executors/sparse_dist,
+    blocktasks): reading it, transposing it, elementwise operations whose result stays sparse
+    (zeros map to zeros) with scalars, dense rows or columns, or a full operand of its shape,
+    sums and counts, and sums and extremes along an axis. A product with a sparse operand runs
+    by broadcast (see _broadcast_rejects)."""
+    if isinstance(node, (ir.Load, ir.Transpose, ir.Input, ir.Export)):  # Input/Export: kept between parts
         return True
-    if isinstance(node, ir.Binary):  # x * s, s * x, x / s: zeros stay zeros, the result stays sparse
-        a, b = node.children
-        return node.type.is_sparse and (
-            (node.operator == "*" and (a.type.is_scalar or b.type.is_scalar))
-            or (node.operator == "/" and b.type.is_scalar))
-    return isinstance(node, ir.Reduce) and node.axis is None and node.operator in ("sum", "mean", "nnz", "norm")
+    if isinstance(node, (ir.Unary, ir.Binary)):
+        if not node.type.is_sparse:
+            return False
+        full = [c for c in node.children if c.type.is_matrix and c.type.shape == node.type.shape]
+        vectors = [c for c in node.children if c.type.is_matrix and c.type.shape != node.type.shape]
+        return any(c.type.is_sparse for c in full) and not any(c.type.is_sparse for c in vectors)
+    if isinstance(node, ir.Reduce):
+        if node.axis is None:
+            return node.operator in ("sum", "mean", "nnz", "norm")
+        return node.operator in ("sum", "mean", "max", "min")
+    return False
 
 
 def _local_rejects(node: ir.Node, resources: Resources) -> str | None:

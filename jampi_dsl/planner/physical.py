@@ -157,7 +157,7 @@ def _placements(nodes: list[ir.Node], products: dict[int, Step], resources: Reso
             distributed.add(node.uid)
             why[node.uid] = "kept on the executors by an earlier part of the program"
         elif isinstance(node, ir.Export) and node.slot in distributed_exports and resources.spark \
-                and node.x.type.is_matrix and not node.x.type.is_sparse:
+                and node.x.type.is_matrix:
             distributed.add(node.uid)
             why[node.uid] = "read on the executors by a later part of the program"
     users: dict[int, list[ir.Node]] = {}
