@@ -203,7 +203,7 @@ def markdown(report: dict) -> str:
         lines += [f"`qr` of a {qr['m']:,} × {qr['n']} float64 matrix, distributed (best of 2 after a warm-up):", "",
                   "| system | s | ratio | target |", "|---|---|---|---|",
                   f"| NumPy `linalg.qr`, one process | {fmt_s(qr['numpy'])} | 1 | |",
-                  f"| jampi TSQR (run {fmt_s(qr['jampi_total'])} − making A {fmt_s(qr['jampi_generate'])}) | "
+                  f"| jampi CholeskyQR2 (run {fmt_s(qr['jampi_total'])} − making A {fmt_s(qr['jampi_generate'])}) | "
                   f"{fmt_s(qr['jampi'])} | {qr['jampi'] / qr['numpy']:.2f}× NumPy | ≤ 2× "
                   f"{verdict(qr['jampi'] <= 2 * qr['numpy'])} |"]
         if "dask" in qr:

@@ -37,3 +37,18 @@ def panel_gram(dtype, pairs):
         total = part if total is None else total + part
     if total is not None:
         yield total
+
+
+def panel_self_gram(right, blocks):
+    """CholeskyQR's pass: (a_i @ right).T @ (a_i @ right) of this partition's panels, summed, in
+    float64 whatever A's dtype (``right``: None, or a broadcast n x n matrix)."""
+    shipped = None if right is None else right.value
+    total = None
+    for _, block in blocks:
+        a = np.asarray(block, dtype=np.float64)
+        if shipped is not None:
+            a = a @ shipped
+        part = a.T @ a  # NumPy runs a.T @ a as one symmetric rank-k update
+        total = part if total is None else total + part
+    if total is not None:
+        yield total

@@ -214,8 +214,9 @@ def _non_product_step(node: ir.Node, resources: Resources, placed: dict[int, str
 _ALGORITHMS = {  # what a distributed linear-algebra step does, for explain
     "solve": "; A's LU factors broadcast, B's columns solved blockwise",
     "lstsq": "; TSQR: each row block's R and Q.T @ B, the small problem solved on the driver",
-    "qr": "; TSQR: each row panel factored by its task, the stacked R factors on the driver",
-    "svd": "; TSQR, then the SVD of R on the driver and U = Q @ U_R by the tasks",
+    "qr": "; CholeskyQR2 if A is well conditioned (Gram matrices of the panels), else TSQR: each row "
+          "panel factored by its task, the stacked R factors on the driver",
+    "svd": "; CholeskyQR2 or TSQR, then the SVD of R on the driver and U = Q @ U_R by the tasks",
 }
 
 
