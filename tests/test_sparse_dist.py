@@ -268,3 +268,25 @@ def test_sparse_blockwise_operations_on_the_executors_match_scipy(spark, dtype):
     mixed = dense.elementwise("*", d.rechunk(dense.block))  # a dense and a sparse operand, zipped
     assert mixed.sparse
     _close(mixed.to_driver(), A.multiply(D), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sparse_times_sparse_by_broadcast_stays_sparse(spark, tmp_path, dtype, monkeypatch):
+    """Both operands sparse: the smaller is shipped as CSR, the partials are CSR, and where the
+    big operand's strips run across the product (G.T @ S) CSR partials are summed by a shuffle."""
+    G = _sparse(2000, 400, 0.01, 16, dtype)
+    S = _sparse(400, 300, 0.02, 17, dtype)
+    T = _sparse(2000, 300, 0.01, 18, dtype)
+    for name, m in (("g", G), ("s", S), ("t", T)):
+        write_parquet(str(tmp_path / f"{name}.parquet"), m, "coordinate")
+    monkeypatch.chdir(tmp_path)
+    text = ('G = load("g.parquet", sparse=true)\nS = load("s.parquet", sparse=true)\n'
+            'T = load("t.parquet", sparse=true)\nA = G @ S\nB = G.T @ T\nprint(nnz(A))\nprint(nnz(B))\n'
+            'save(A, "a.npz")\nsave(B, "b.npz")\n')
+    methods, values = _plan_and_run(jampi_dsl.session(executor="broadcast"), text, tmp_path)
+    assert methods["MatMul"] == {"broadcast"}
+    want_a, want_b = (G @ S).tocsr(), (G.T @ T).tocsr()
+    got_a, got_b = sp.load_npz(tmp_path / "a.npz"), sp.load_npz(tmp_path / "b.npz")
+    _close(got_a, want_a, dtype)
+    _close(got_b, want_b, dtype)
+    assert values["nnz(A)"] == want_a.count_nonzero() and values["nnz(B)"] == want_b.count_nonzero()

@@ -120,10 +120,15 @@ def broadcast_partials(small_bc, big_on_left: bool, shape, block, items):
     small = small_bc.value
     for key, b in items:
         (r0, r1), (c0, c1) = bounds(key, shape, block)
-        if big_on_left:
-            yield (key[0], 0), b @ small[c0:c1, :]
-        else:
-            yield (0, key[1]), small[:, r0:r1] @ b
+        part = b @ small[c0:c1, :] if big_on_left else small[:, r0:r1] @ b
+        if is_sparse_block(b) and is_sparse_block(small):
+            part = part.tocsr()  # sparse x sparse: a CSR partial
+        yield ((key[0], 0) if big_on_left else (0, key[1])), part
+
+
+def _add_into(total, part):
+    total += part
+    return total
 
 
 def sum_partials(dtype, items):
@@ -131,9 +136,9 @@ def sum_partials(dtype, items):
     sums: dict = {}
     for key, part in items:
         if key in sums:
-            sums[key] += part
+            sums[key] = sums[key] + part if is_sparse_block(part) else _add_into(sums[key], part)
         else:
-            sums[key] = np.array(part, dtype=dtype, copy=True)
+            sums[key] = part.astype(dtype) if is_sparse_block(part) else np.array(part, dtype=dtype, copy=True)
     yield from sums.items()
 
 

@@ -39,7 +39,9 @@ def broadcast_product(ctx: RunContext, big: DistMatrix, small: np.ndarray, big_o
     comes to the driver in this one job)."""
     sc = ctx.get_spark().sparkContext
     dtype = np.result_type(big.dtype, small.dtype)
-    small = np.ascontiguousarray(small.toarray() if sp.issparse(small) else small, dtype=dtype)
+    # A sparse side is shipped as CSR; with a sparse big operand the partials are CSR too.
+    small = sp.csr_array(small, dtype=dtype) if sp.issparse(small) else np.ascontiguousarray(small, dtype=dtype)
+    sparse_result = big.sparse and sp.issparse(small)
     small_bc = hold(sc.broadcast(small))  # needed until the result is released: a lost block is remade with it
     gr, gc = big.grid
     if big_on_left:
@@ -55,7 +57,7 @@ def broadcast_product(ctx: RunContext, big: DistMatrix, small: np.ndarray, big_o
         moved = parts.partitionBy(groups, bt.GridPartitioner(cols))
         result = moved.mapPartitions(partial(bt.sum_partials, dtype), preservesPartitioning=True)
     # Lineage cut: a later job must not serialize this stage, whose broadcast is released with the value.
-    product = DistMatrix(result, shape, block, dtype)
+    product = DistMatrix(result, shape, block, dtype, sparse=sparse_result)
     return product.checkpoint() if keep else product
 
 

@@ -126,7 +126,7 @@ def _no_spark(resources: Resources, node: ir.Node | None = None) -> str | None:
 
 
 def _shipped_bytes(node: ir.Node) -> int:
-    """What a broadcast product ships: the smaller operand, as a dense array."""
+    """What a broadcast product ships: the smaller operand."""
     return _small_operand(node)[1]
 
 
@@ -194,9 +194,9 @@ def _cannon_estimate(node: ir.Node, resources: Resources) -> Estimate:
 
 
 def _small_operand(node: ir.Node) -> tuple[str, int]:
-    """The side a broadcast product ships (as a dense array, so a sparse side counts dense) and
+    """The side a broadcast product ships (in its own storage: a sparse side goes as CSR) and
     its bytes; the plan's ``ships`` and the executor read this one choice."""
-    a_bytes, b_bytes = node.a.type.dense_nbytes, node.b.type.dense_nbytes
+    a_bytes, b_bytes = node.a.type.nbytes, node.b.type.nbytes
     return ("a", a_bytes) if a_bytes <= b_bytes else ("b", b_bytes)
 
 
@@ -205,9 +205,9 @@ def shipped_side(node: ir.Node) -> str:
 
 
 def _broadcast_rejects(node: ir.Node, resources: Resources) -> str | None:
-    # A sparse big operand's CSR blocks each multiply their slice of the shipped one; a sparse
-    # result (sparse x sparse) has no distributed kernel yet.
-    sparse_ok = type(node) is ir.MatMul and not node.type.is_sparse
+    # Each block of the big operand (CSR or dense) multiplies its slice of the shipped one (CSR
+    # or dense); sparse x sparse gives CSR partials. A fused GEMM with a sparse side runs unfused.
+    sparse_ok = type(node) is ir.MatMul
     if (why := _no_spark(resources, None if sparse_ok else node)) is not None:
         return why
     small = _shipped_bytes(node)
