@@ -173,3 +173,23 @@ def shuffle_bytes(rdd: Any, partitions: int, deserializer: Any) -> Any:
     # partitioners apart, and this one is never compared with another.
     moved = pairs.partitionBy(jvm_.PythonPartitioner(partitions, 0))
     return RDD(jvm_.PythonRDD.valueOfPair(moved), rdd.ctx, deserializer)
+
+
+def parallelize_raw(sc: Any, blocks: list, serializer: Any, partitions: int) -> Any:
+    """An RDD of ``blocks`` written by ``serializer`` straight to the JVM, never pickled.
+
+    PySpark's own ``parallelize`` pickles its elements in batches; this is its JVM half
+    (``_serialize_to_jvm`` → ``PythonRDD.readRDDFromFile``, or the parallelize server when
+    I/O encryption is on) with our frames instead. The JVM cuts the frames it reads into
+    ``partitions`` equal runs, so a serializer writing the same number of frames per block
+    puts block i in partition i.
+    """
+    from pyspark.rdd import RDD
+
+    def read(path: str) -> Any:
+        return sc._jvm.PythonRDD.readRDDFromFile(sc._jsc, path, partitions)
+
+    def serve() -> Any:
+        return sc._jvm.PythonParallelizeServer(sc._jsc.sc(), partitions)
+
+    return RDD(sc._serialize_to_jvm(blocks, serializer, read, serve), sc, serializer)

@@ -287,8 +287,9 @@ class DistMatrix:
         for key in np.ndindex(*bt.grid_of(a.shape, block)):
             (r0, r1), (c0, c1) = bt.bounds(key, a.shape, block)
             blocks.append((key, np.ascontiguousarray(a[r0:r1, c0:c1])))
-        # One element per slice: parallelize keeps list order, so block i lands in partition i.
-        return cls(sc.parallelize(blocks, len(blocks)), a.shape, block, a.dtype).materialize()
+        # Raw frames straight to the JVM (no pickle); block i lands in partition i.
+        rdd = spark_internals.parallelize_raw(sc, blocks, RawBlockSerializer(), len(blocks))
+        return cls(rdd, a.shape, block, a.dtype).materialize()
 
     @classmethod
     def from_scipy(cls, spark, matrix, block: tuple[int, int]) -> DistMatrix:

@@ -152,12 +152,14 @@ def coordinate_parquet_blocks(sc, path: str, shape: tuple[int, int], dtype: str,
 
 
 def scipy_blocks(sc, csr, block: tuple[int, int]):
-    """A driver-side CSR array's blocks as an RDD, block i in partition i."""
+    """A driver-side CSR array's blocks as an RDD, block i in partition i, sent as raw frames."""
+    from .blockframes import RawBlockSerializer
+
     blocks = []
     for key in np.ndindex(*bt.grid_of(csr.shape, block)):
         (r0, r1), (c0, c1) = bt.bounds(key, csr.shape, block)
         blocks.append((key, csr[r0:r1, c0:c1]))
-    return sc.parallelize(blocks, len(blocks))  # one element per slice: block i lands in partition i
+    return spark_internals.parallelize_raw(sc, blocks, RawBlockSerializer(), len(blocks))
 
 
 # ---------------------------------------------------------------- operations on CSR blocks
