@@ -160,3 +160,52 @@ def test_an_error_inside_a_hoisted_call_points_at_the_call(tmp_path, capsys):
     assert main(["check", str(program)]) == 2
     err = capsys.readouterr().err
     assert f"{program}:3:" in err and "3x3" in err  # the product inside f, as for a call on its own line
+
+
+WRAPPED_CALLS = """def halve(x) {
+    for j in range(2) {
+        x = x * 0.5
+    }
+    return x
+}
+def h(x) {
+    y = halve(x)
+    return y
+}
+def g(X, i) {
+    r = X[i, :]
+    for j in range(1) {
+        r = r * 1
+    }
+    return r
+}
+def guarded(X, i) {
+    return i < nrow(X) and sum(g(X, i)) > 0
+}
+i = 0
+while (sum(h(ones(1, 1) * i)) < 2) * (i < 20) {
+    i = i + 1
+}
+print(i)
+k = 0
+if sum(h(ones(1, 1))) > 5 {
+    k = 1
+} else if sum(h(ones(1, 1))) > 0.2 {
+    k = k + 2
+}
+print(k)
+X = ones(3, 2)
+t = 0
+for j in range(4) {
+    t = t + guarded(X, j)
+}
+print(t)
+"""
+
+
+def test_a_function_calling_a_function_with_blocks_is_hoisted_too():
+    """h has no loop of its own but calls one, so its calls inside expressions become statements
+    as well (else the while condition would read h's value from before the loop); and guarded's
+    and short-circuits, so g never reads X[3, :]."""
+    values = jampi_dsl.session(executor="local").run_text(WRAPPED_CALLS)
+    assert values["i"] == 8 and values["k"] == 2 and values["t"] == 3

@@ -304,3 +304,43 @@ def test_driver_blocks_reach_the_jvm_as_raw_frames_in_grid_order(spark):
     placed = rdd.mapPartitionsWithIndex(lambda i, items: [(i, key, sp.issparse(b)) for key, b in items]).collect()
     assert [(i, divmod(i, 2)) for i in range(8)] == [(i, tuple(key)) for i, key, _ in placed]
     assert [s for *_, s in placed] == [True] * 6 + [False] * 2
+
+
+def test_empty_blocks_and_empty_files_move_and_read(spark, tmp_path):
+    """A block with no entries cut into pieces (rechunk, transpose), and coordinate Parquet whose
+    only row group is empty (jampi's own save of an all-zero sparse matrix)."""
+    A = sp.csr_array(([1.5, -2.0], ([5, 590], [3, 39])), shape=(600, 40))  # the middle strips hold nothing
+    d = DistMatrix.from_scipy(spark, A, (100, 40))
+    _close(d.rechunk((150, 20)).to_driver(), A)
+    _close(d.transpose().to_driver(), A.T)
+    zero = tmp_path / "zero.parquet"
+    write_parquet(str(zero), sp.csr_array((30, 8)), "coordinate")
+    got = DistMatrix.from_coordinate_parquet(spark, str(zero), (30, 8), "float64", (10, 8)).to_driver()
+    assert got.shape == (30, 8) and got.nnz == 0
+
+
+def test_mixed_sparse_and_dense_operands_meet_on_the_dense_blocks(spark, tmp_path, monkeypatch):
+    """S * D with S on the executors as full-width strips and D dense: S moves to D's blocks (not
+    D to S's strips, which could exceed a frame); a sparse value kept on the driver (it is also
+    printed) times a distributed product; results equal SciPy's."""
+    S = _sparse(3000, 400, 0.01, 21)
+    write_parquet(str(tmp_path / "s.parquet"), S, "coordinate")
+    monkeypatch.chdir(tmp_path)
+    text = ('S = load("s.parquet", sparse=true)\nA = randn(3000, 30, seed=1)\nB = randn(30, 400, seed=2)\n'
+            'P = S * (A @ B)\nQ = (A @ B) * S\nprint(S[0:2, 0:2])\nsave(P, "p.npz")\nsave(Q, "q.npz")\n')
+    js = jampi_dsl.session(executor="cannon")
+    methods, _ = _plan_and_run(js, text, tmp_path)
+    assert "spark" in methods["Binary"] and methods["Load"] == {"local"}  # S[0:2, 0:2] keeps S on the driver
+    from jampi_dsl.executors.blockgen import generate
+
+    ab = generate("normal", (3000, 30), "float64", seed=1) @ generate("normal", (30, 400), "float64", seed=2)
+    _close(sp.load_npz(tmp_path / "p.npz"), S.multiply(ab))
+    _close(sp.load_npz(tmp_path / "q.npz"), S.multiply(ab))
+
+
+def test_sparse_frames_with_bad_row_pointers_are_refused():
+    block = sp.csr_array(([1.0, 2.0, 3.0], [0, 1, 2], [0, 2, 1, 3]), shape=(3, 3), copy=False)  # pointers go back
+    buf = io.BytesIO()
+    RawBlockSerializer().dump_stream([((0, 0), block)], buf)
+    with pytest.raises(ValueError, match="corrupt sparse block"):
+        list(RawBlockSerializer().load_stream(io.BytesIO(buf.getvalue())))

@@ -95,9 +95,11 @@ class _Arrays:
         self.views, self.at = [_bytes_of(a) for a in arrays], 0
 
     def block(self):
-        """The CSR block, once every frame is in (SciPy checks the row pointers when it is made)."""
+        """The CSR block, once every frame is in; row pointers and column indices are checked here
+        (SciPy does not check them for an array it does not copy)."""
         data, indices, indptr = self.arrays
-        if indptr[0] != 0 or indptr[-1] != data.size or (indices.size and (indices.min() < 0 or indices.max() >= self.shape[1])):
+        bad_pointers = indptr[0] != 0 or indptr[-1] != data.size or bool(np.any(indptr[1:] < indptr[:-1]))
+        if bad_pointers or (indices.size and (indices.min() < 0 or indices.max() >= self.shape[1])):
             raise ValueError(f"corrupt sparse block of {self.shape[0]}x{self.shape[1]}")
         return sp.csr_array((data, indices, indptr), shape=self.shape, copy=False)
 
@@ -153,7 +155,8 @@ def _read_sparse_header(stream):
     magic, bi, bj, rows, cols, dt, step, nnz, it = _SPARSE_HEADER.unpack(head)
     dtype, index = np.dtype(dt.rstrip(b"\0").decode()), np.dtype(it.rstrip(b"\0").decode())
     nbytes = nnz * (dtype.itemsize + index.itemsize) + (rows + 1) * index.itemsize
-    if magic != _SPARSE_MAGIC or rows < 0 or cols < 0 or nnz < 0 or index.kind != "i" or step != frame_size(nbytes):
+    if magic != _SPARSE_MAGIC or rows < 0 or cols < 0 or nnz < 0 or index.kind != "i" or dtype.kind != "f" \
+            or step != frame_size(nbytes):
         raise ValueError(f"corrupt sparse block header: {magic!r} {rows}x{cols} nnz {nnz}, frames of {step} bytes")
     sink = _Arrays((np.empty(nnz, dtype), np.empty(nnz, index), np.empty(rows + 1, index)), (rows, cols))
     return (bi, bj), None, sink, step, nbytes

@@ -77,7 +77,11 @@ def to_local(value: Any) -> Any:
 
 
 def _shape_of(value: Any) -> tuple[int, int]:
-    return value.shape if isinstance(value, (DistMatrix, np.ndarray, WrittenNpy)) else ()
+    return value.shape if isinstance(value, (DistMatrix, np.ndarray, WrittenNpy)) or sp.issparse(value) else ()
+
+
+def _is_sparse(value: Any) -> bool:
+    return value.sparse if isinstance(value, DistMatrix) else sp.issparse(value)
 
 
 def shares_files(ctx: RunContext) -> bool:
@@ -169,6 +173,11 @@ class SparkExecutor(Executor):
             return as_dist(b, ctx).with_vector(node.operator, to_local(a), vector_on_left=True)
         if not a_full:  # a column against a row: both small, the result is made here and shipped
             return as_dist(ops.apply(node.operator, to_local(a), to_local(b)), ctx)
+        if _is_sparse(a) != _is_sparse(b):  # the sparse side moves to the dense side's blocks, not
+            dense_side = as_dist(b if _is_sparse(a) else a, ctx)  # a dense matrix to full-width strips
+            if _is_sparse(a):
+                return as_dist(a, ctx, like=dense_side).elementwise(node.operator, dense_side)
+            return dense_side.elementwise(node.operator, as_dist(b, ctx, like=dense_side))
         left = a if isinstance(a, DistMatrix) else None
         if left is None:
             right = as_dist(b, ctx)

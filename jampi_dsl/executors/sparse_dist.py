@@ -1,9 +1,11 @@
 """Sparse matrices on the executors: a DistMatrix whose blocks are SciPy CSR arrays.
 
 The blocks travel between the JVM and Python as raw frames (:mod:`.blockframes`),
-and every move between partitions (a Parquet piece to its block, a block to its
-transposed place) goes through :func:`jampi_dsl.spark_internals.shuffle_bytes` as raw
-bytes: no step pickles a sparse block. A sparse matrix is cut into row strips (a
+and every move of entries between partitions (a Parquet piece to its block, entries
+to their place in a transposed or re-blocked grid) goes through
+:func:`jampi_dsl.spark_internals.shuffle_bytes` as raw bytes, never pickle. (The side a
+broadcast product ships, and the partial strips it sums across partitions, go through
+Spark's broadcast and ``partitionBy``, which pickle, as for dense blocks.) A sparse matrix is cut into row strips (a
 ``g × 1`` grid) unless told otherwise: ``R @ F`` with ``F`` broadcast then needs no
 shuffle at all, and ``R.T @ X`` one of dense partial results only.
 
@@ -75,18 +77,25 @@ def raise_input_error(exc: BaseException, span: Span | None) -> None:
         raise InputError(message, span) from None
 
 
+PIECE_ENTRIES = 1 << 26  # entries per piece at most: 1 GiB of float64 values and two int32 indices
+
+
 def _cut(shape, block, rows, cols, values):
-    """``(partition, piece bytes)`` for the entries (global coordinates) of each block they fall in."""
+    """``(partition, piece bytes)`` for the entries (global coordinates) of each block they fall in;
+    a block's entries over PIECE_ENTRIES go in several pieces (Spark frames an element in 2 GiB)."""
+    if not values.size:
+        return
     grid_cols = bt.grid_of(shape, block)[1]
-    bi, bj = rows // block[0], cols // block[1]
-    part = bi * grid_cols + bj
+    part = (rows // block[0]) * grid_cols + cols // block[1]
     order = np.argsort(part, kind="stable")
     part, rows, cols, values = part[order], rows[order], cols[order], values[order]
-    starts = np.flatnonzero(np.r_[True, part[1:] != part[:-1]]) if part.size else np.array([], int)
+    starts = np.flatnonzero(np.r_[True, part[1:] != part[:-1]])
     for s, e in zip(starts, np.r_[starts[1:], part.size], strict=True):
         key = divmod(int(part[s]), grid_cols)
-        yield int(part[s]), _piece_bytes(key, rows[s:e] - key[0] * block[0], cols[s:e] - key[1] * block[1],
-                                         values[s:e])
+        for lo in range(s, e, PIECE_ENTRIES):
+            hi = min(e, lo + PIECE_ENTRIES)
+            yield int(part[s]), _piece_bytes(key, rows[lo:hi] - key[0] * block[0], cols[lo:hi] - key[1] * block[1],
+                                             values[lo:hi])
 
 
 def _read_units(path, shape, block, dtype, units):
@@ -165,13 +174,18 @@ def scipy_blocks(sc, csr, block: tuple[int, int]):
 # ---------------------------------------------------------------- operations on CSR blocks
 
 
-def _block_pieces(shape, block, new_block, items):
-    """Each CSR block's entries, cut into pieces by the blocks of ``new_block``."""
+def _block_pieces(shape, block, new_block, transpose, items):
+    """Each CSR block's entries, cut into pieces by the blocks of ``new_block`` (of the transpose,
+    with ``transpose``)."""
     for key, b in items:
         (r0, _), (c0, _) = bt.bounds(key, shape, block)
         coo = b.tocoo()
         rows, cols = coo.row.astype(np.int64) + r0, coo.col.astype(np.int64) + c0
-        for p, piece in _cut(shape, new_block, rows, cols, coo.data):
+        if transpose:
+            rows, cols, shape_out = cols, rows, shape[::-1]
+        else:
+            shape_out = shape
+        for p, piece in _cut(shape_out, new_block, rows, cols, coo.data):
             yield pack_long(p)
             yield piece
 
@@ -179,45 +193,21 @@ def _block_pieces(shape, block, new_block, items):
 def rechunked_blocks(matrix, new_block: tuple[int, int]):
     """The blocks of a sparse DistMatrix on another block shape: its entries moved (raw bytes)."""
     grid = bt.grid_of(matrix.shape, new_block)
-    pieces = matrix.rdd.mapPartitions(partial(_block_pieces, matrix.shape, matrix.block, new_block))
+    pieces = matrix.rdd.mapPartitions(partial(_block_pieces, matrix.shape, matrix.block, new_block, False))
     moved = spark_internals.shuffle_bytes(pieces, grid[0] * grid[1], PieceSerializer())
     return moved.mapPartitionsWithIndex(partial(_assemble, "a sparse matrix", matrix.shape, new_block,
                                                 np.dtype(matrix.dtype)), preservesPartitioning=True)
 
 
-def _transposed_bytes(grid_rows, items):
-    """Each block transposed, as raw frames bound for its place in the transposed grid."""
-    import io
-
-    from .blockframes import RawBlockSerializer
-
-    for (bi, bj), b in items:
-        out = io.BytesIO()
-        RawBlockSerializer().dump_stream([((bj, bi), b.T.tocsr())], out)
-        yield pack_long(bj * grid_rows + bi)
-        yield out.getvalue()
-
-
-class _FramedBlock(FramedSerializer):
-    """One transposed block per element, as :func:`_transposed_bytes` wrote it."""
-
-    def dumps(self, obj):
-        raise NotImplementedError("blocks are written as raw bytes")
-
-    def loads(self, obj):
-        import io
-
-        from .blockframes import RawBlockSerializer
-
-        return next(iter(RawBlockSerializer().load_stream(io.BytesIO(obj))))
-
-
 def transposed_blocks(matrix):
-    """The blocks of a sparse DistMatrix's transpose: each CSR block transposed and moved (raw
-    bytes) to its place in the transposed grid."""
-    moved = spark_internals.shuffle_bytes(
-        matrix.rdd.mapPartitions(partial(_transposed_bytes, matrix.grid[0])), matrix.nblocks, _FramedBlock())
-    return moved.mapPartitions(bt.same_blocks, preservesPartitioning=True)
+    """The blocks of a sparse DistMatrix's transpose: each block's entries, swapped, moved (raw
+    bytes) to their block of the transposed grid."""
+    shape, block = matrix.shape[::-1], matrix.block[::-1]
+    grid = bt.grid_of(shape, block)
+    pieces = matrix.rdd.mapPartitions(partial(_block_pieces, matrix.shape, matrix.block, block, True))
+    moved = spark_internals.shuffle_bytes(pieces, grid[0] * grid[1], PieceSerializer())
+    return moved.mapPartitionsWithIndex(partial(_assemble, "a sparse matrix", shape, block, np.dtype(matrix.dtype)),
+                                        preservesPartitioning=True)
 
 
 def to_driver(matrix):

@@ -20,13 +20,37 @@ from dataclasses import fields, replace
 
 from ..errors import ParseError
 from ..grammar import ast
-from .liveness import expression_children, nested_blocks, statement_expressions
+from .liveness import (
+    calls,
+    expression_children,
+    has_blocks,
+    nested_blocks,
+    statement_expressions,
+    walk,
+)
 
 
 def before(span: ast.Span) -> ast.Span:
     """A zero-width position one column before ``span``: where hoisted statements sit."""
     column = max(1, span.column - 1)
     return span._replace(column=column, end_line=span.line, end_column=column)
+
+
+def block_functions(program: ast.Program) -> frozenset[str]:
+    """User functions instantiated as blocks: those with a loop or an ``if`` of their own, and
+    those that call one (their body then holds its hoisted call, a statement)."""
+    defs = [s for s in program.statements if isinstance(s, ast.Def)]
+    callees = {d.name: {c.name for stmt in walk(d.body.statements) for e in statement_expressions(stmt)
+                        for c in calls(e)} for d in defs}
+    found = {d.name for d in defs if has_blocks(d.body.statements)}
+    grew = True
+    while grew:  # a fixed point: recursion is refused later, and a cycle ends here anyway
+        grew = False
+        for name, called in callees.items():
+            if name not in found and called & found:
+                found.add(name)
+                grew = True
+    return frozenset(found)
 
 
 class Hoister:

@@ -19,8 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..grammar import ast
-from .ast_rewrite import Hoister, before
-from .liveness import has_blocks
+from .ast_rewrite import Hoister, before, block_functions
 
 
 class _CallHoist(Hoister):
@@ -60,8 +59,9 @@ class _CallHoist(Hoister):
 
 
 def hoist_calls(program: ast.Program) -> ast.Program:
-    """``program`` with every call of a user function that has blocks made a statement."""
-    blocky = frozenset(s.name for s in program.statements if isinstance(s, ast.Def) and has_blocks(s.body.statements))
+    """``program`` with every call of a user function that has blocks, or calls one, made a
+    statement."""
+    blocky = block_functions(program)
     if not blocky:
         return program
     return _CallHoist(blocky).program(program)

@@ -125,11 +125,6 @@ def _no_spark(resources: Resources, node: ir.Node | None = None) -> str | None:
     return None
 
 
-def _shipped_bytes(node: ir.Node) -> int:
-    """What a broadcast product ships: the smaller operand."""
-    return _small_operand(node)[1]
-
-
 def _parallel_rate(node: ir.Node, tasks: int, resources: Resources, per_core: float | None = None) -> float:
     """GEMM rate of ``tasks`` concurrent tasks, never more than the cores that actually exist."""
     cores = min(tasks * resources.task_cpus, resources.cores)
@@ -210,15 +205,14 @@ def _broadcast_rejects(node: ir.Node, resources: Resources) -> str | None:
     sparse_ok = type(node) is ir.MatMul
     if (why := _no_spark(resources, None if sparse_ok else node)) is not None:
         return why
-    small = _shipped_bytes(node)
+    _, small = _small_operand(node)
     if small > resources.broadcast_max:
         return f"the smaller operand is {_gib(small)}, over the {_gib(resources.broadcast_max)} broadcast limit"
     return None
 
 
 def _broadcast_estimate(node: ir.Node, resources: Resources) -> Estimate:
-    side, _ = _small_operand(node)
-    small = _shipped_bytes(node)
+    side, small = _small_operand(node)
     flops = node_flops(node)
     tasks = resources.slots
     moved = small * min(tasks, resources.executors) + node.type.nbytes  # broadcast + partial results

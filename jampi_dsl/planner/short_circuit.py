@@ -18,16 +18,17 @@ one segment, which is cheaper and gives the same value.
 from __future__ import annotations
 
 from ..grammar import ast
-from .ast_rewrite import Hoister, before
-from .liveness import expression_children, has_blocks
+from .ast_rewrite import Hoister, before, block_functions
+from .liveness import expression_children
 
 
 class _ShortCircuit(Hoister):
     prefix = "%sc"
 
-    def __init__(self, builtins: frozenset[str]):
+    def __init__(self, builtins: frozenset[str], blocky: frozenset[str]):
         super().__init__()
         self.builtins = builtins
+        self.blocky = blocky
 
     def may_fail(self, expr: ast.Expr) -> bool:
         """Whether evaluating ``expr`` can raise at run time: an index out of range, or a user
@@ -62,9 +63,10 @@ class _ShortCircuit(Hoister):
                 ast.If(here, ((guard, inner),), None)], ast.Var(span, temp)
 
     def function(self, stmt: ast.Def) -> ast.Def:
-        # A function without blocks may be called inside an expression more cheaply: its and/or
-        # stay as they are rather than give it a branch.
-        return super().function(stmt) if has_blocks(stmt.body.statements) else stmt
+        # A function that is plain expressions is cheaper called inside one: its and/or stay
+        # eager rather than give it a branch. One with blocks, or calling such a function (whose
+        # call becomes a statement, run whatever the and/or), short-circuits.
+        return super().function(stmt) if stmt.name in self.blocky else stmt
 
 
 def _truth(value: ast.Expr) -> ast.Expr:
@@ -74,4 +76,4 @@ def _truth(value: ast.Expr) -> ast.Expr:
 
 def short_circuit(program: ast.Program, builtins: frozenset[str]) -> ast.Program:
     """``program`` with every ``and``/``or`` whose right side may fail evaluated lazily."""
-    return _ShortCircuit(builtins).program(program)
+    return _ShortCircuit(builtins, block_functions(program)).program(program)
