@@ -43,10 +43,10 @@ def _self_gram(a: DistMatrix, right: np.ndarray | None = None) -> np.ndarray:
     return np.sum(a.rdd.mapPartitions(partial(ft.panel_self_gram, shipped)).collect(), axis=0)
 
 
-def cholesky_factors(a: DistMatrix) -> tuple[np.ndarray, np.ndarray] | None:
-    """CholeskyQR2's R of a panel matrix and R⁻¹ (float64), from two passes over A; None when A
-    is too ill-conditioned for it (its Gram matrix not positive definite to rounding, or
-    cond(R1) over CHOLQR_MAX_COND). Q = A R⁻¹ is then the tasks' third pass."""
+def cholesky_factors(a: DistMatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """CholeskyQR2's R, R1⁻¹ and R2⁻¹ (float64) of a panel matrix, from two passes over A; None
+    when A is too ill-conditioned for it (its Gram matrix not positive definite to rounding,
+    or cond(R1) over CHOLQR_MAX_COND). Q = (A R1⁻¹) R2⁻¹ is then the tasks' third pass."""
     import scipy.linalg
 
     eye = np.eye(a.shape[1])
@@ -58,19 +58,27 @@ def cholesky_factors(a: DistMatrix) -> tuple[np.ndarray, np.ndarray] | None:
         r2 = scipy.linalg.cholesky(_self_gram(a, r1_inv), lower=False, check_finite=False)
     except np.linalg.LinAlgError:
         return None
-    return r2 @ r1, r1_inv @ scipy.linalg.solve_triangular(r2, eye, check_finite=False)
+    return r2 @ r1, r1_inv, scipy.linalg.solve_triangular(r2, eye, check_finite=False)
 
 
-def tsqr(a: DistMatrix, dtype: np.dtype, right: np.ndarray | None = None) -> tuple[DistMatrix, np.ndarray]:
+def _cholesky_q(a: DistMatrix, dtype: np.dtype, factors, right: np.ndarray | None) -> DistMatrix:
+    """Q (or Q @ right) from cholesky_factors, made by the tasks."""
+    _, r1_inv, r2_inv = factors
+    rest = r2_inv if right is None else r2_inv @ right
+    shipped = hold(a.rdd.ctx.broadcast((r1_inv, rest)))
+    q = a.rdd.mapPartitions(partial(ft.panel_cholesky_q, dtype, shipped), preservesPartitioning=True)
+    return DistMatrix(q, (a.shape[0], rest.shape[1]), (a.block[0], rest.shape[1]), dtype)
+
+
+def tsqr(a: DistMatrix, dtype: np.dtype, right: np.ndarray | None = None,
+         try_cholesky: bool = True) -> tuple[DistMatrix, np.ndarray]:
     """(Q @ right, R) of a panel matrix ``a`` (Q itself when ``right`` is None): CholeskyQR2
-    when A is well conditioned, else Householder TSQR."""
+    when A is well conditioned (``try_cholesky``), else Householder TSQR."""
     import scipy.linalg
 
-    fast = cholesky_factors(a)
+    fast = cholesky_factors(a) if try_cholesky else None
     if fast is not None:
-        r, inverse = fast
-        q = _times(a, (inverse if right is None else inverse @ right).astype(dtype), dtype)
-        return q, r.astype(dtype)
+        return _cholesky_q(a, dtype, fast, right), fast[0].astype(dtype)
 
     factors = sorted(a.rdd.mapPartitions(partial(ft.panel_r, dtype)).collect(), key=lambda p: p[0])
     stacked = np.vstack([r for _, r in factors])
@@ -96,13 +104,13 @@ def thin_svd(a: DistMatrix, dtype: np.dtype, k: int | None) -> tuple[DistMatrix,
 
     p = panels(a)
     fast = cholesky_factors(p)
-    r = fast[0] if fast is not None else tsqr(p, dtype)[1]
+    r = fast[0] if fast is not None else tsqr(p, dtype, try_cholesky=False)[1]
     u_r, s, vt = scipy.linalg.svd(r, full_matrices=False, check_finite=False, lapack_driver="gesdd")
     k = s.size if k is None else k
-    if fast is not None:  # U = A R⁻¹ U_R: one pass, R is not factored again
-        u = _times(p, (fast[1] @ u_r[:, :k]).astype(dtype), dtype)
+    if fast is not None:  # U = Q U_R in one pass, R not factored again
+        u = _cholesky_q(p, dtype, fast, u_r[:, :k])
     else:
-        u, _ = tsqr(p, dtype, right=u_r[:, :k])
+        u, _ = tsqr(p, dtype, right=u_r[:, :k], try_cholesky=False)
     return u, s[:k, None].astype(dtype), np.ascontiguousarray(vt[:k], dtype=dtype)
 
 
@@ -129,11 +137,12 @@ def randomized_svd(a: DistMatrix, dtype: np.dtype, k: int, sketch: Sketch):
     width = min(n, m, k + sketch.oversample)
     z = np.random.default_rng(sketch.seed).standard_normal((n, width)).astype(dtype)
     y = _times(p, z, dtype)
+    # The power iterations' Y is ill-conditioned by design: straight to Householder TSQR.
     for _ in range(sketch.iters):
-        q, _ = tsqr(y.persist(), dtype)
+        q, _ = tsqr(y.persist(), dtype, try_cholesky=False)
         z, _ = scipy.linalg.qr(_transposed_times(p, q, dtype), mode="economic", check_finite=False)
         y = _times(p, z.astype(dtype), dtype)
-    q, _ = tsqr(y.persist(), dtype)
+    q, _ = tsqr(y.persist(), dtype, try_cholesky=False)
     b = _transposed_times(p, q, dtype).T  # Q.T @ A: width x n
     u_b, s, vt = scipy.linalg.svd(b, full_matrices=False, check_finite=False, lapack_driver="gesdd")
     u = _times(q.persist(), u_b[:, :k].astype(dtype), dtype)

@@ -52,3 +52,12 @@ def panel_self_gram(right, blocks):
         total = part if total is None else total + part
     if total is not None:
         yield total
+
+
+def panel_cholesky_q(dtype, factors, blocks):
+    """CholeskyQR2's third pass: this panel's rows of Q = (A R1⁻¹) R2⁻¹ (times what follows R2⁻¹),
+    in float64, in that order: R2 corrects the rounding of A R1⁻¹, which R1's condition sets."""
+    r1_inv, rest = factors.value
+    for key, block in blocks:
+        q = (np.asarray(block, dtype=np.float64) @ r1_inv) @ rest
+        yield key, np.ascontiguousarray(q, dtype=dtype)
